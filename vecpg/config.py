@@ -1,0 +1,337 @@
+"""Training configuration: one dataclass, per-algorithm defaults, YAML/TOML files, validation.
+
+Every hyperparameter is a field of :class:`TrainConfig` with its help text in the field
+metadata; ``vecpg train`` builds one command-line option per field from that metadata, so
+the CLI, config files and the library share one source of truth.
+
+Precedence when resolving a configuration (lowest first): the field default, the
+algorithm's defaults (:data:`ALGO_DEFAULTS`), the config file, the command line.
+
+Example:
+    >>> config = resolve_config(cli_values={"algo": "a2c", "seed": 3})
+    >>> config.algo, config.seed, config.optimizer
+    ('a2c', 3, 'rmsprop')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vecpg.errors import ConfigError
+
+ALGORITHMS = ("ppo", "a2c", "reinforce")
+
+
+def _field(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
+    metadata = {"help": help}
+    if choices is not None:
+        metadata["choices"] = choices
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Defaults are PPO's; see ALGO_DEFAULTS."""
+
+    # --- run ---
+    env: str = _field(
+        "CartPole-v1", "Gymnasium env id, or 'module:EnvClass' / 'module:make_fn' for your own env"
+    )
+    algo: str = _field("ppo", "learning algorithm", choices=ALGORITHMS)
+    seed: int = _field(1, "seed for torch, numpy, python and the envs (same seed, same run on CPU)")
+    total_steps: int = _field(200_000, "env steps (summed over envs) to train for")
+    stop_at_return: float | None = _field(
+        None, "stop once the mean return of the last 20 episodes reaches this value"
+    )
+    device: str = _field(
+        "auto", "torch device; auto picks cuda when available", choices=("auto", "cpu", "cuda")
+    )
+    run_dir: str | None = _field(
+        None, "output directory (default runs/<env>__<algo>__<seed>__<YYYYmmdd-HHMMSS>)"
+    )
+    torch_threads: int = _field(
+        1, "torch intra-op threads; small nets are fastest with 1 (0 keeps torch's default)"
+    )
+    # --- sampling ---
+    num_envs: int = _field(32, "parallel envs N")
+    num_workers: int | None = _field(
+        None, "worker processes for the envs (default: the vector env's choice)"
+    )
+    vector: str = _field(
+        "subproc",
+        "vector env: subproc (vecpg's shared-memory workers) or sync (in-process)",
+        choices=("subproc", "sync"),
+    )
+    num_steps: int = _field(16, "rollout length T per env between updates")
+    normalize_observations: bool = _field(
+        False, "running mean/std observation normalization (clipped to +-10)"
+    )
+    normalize_rewards: bool = _field(
+        False, "scale rewards by the running std of the discounted return (VecNormalize-style)"
+    )
+    # --- returns and advantages ---
+    gamma: float = _field(0.99, "discount factor")
+    gae_lambda: float = _field(0.95, "GAE lambda (used when advantage=gae)")
+    advantage: str = _field(
+        "gae",
+        "advantage estimator (ppo: gae; a2c: gae or nstep; reinforce: mc)",
+        choices=("gae", "nstep", "mc"),
+    )
+    nstep: int = _field(0, "n for n-step returns (0: the rollout length)")
+    normalize_advantages: bool = _field(True, "normalize advantages per minibatch")
+    # --- optimization ---
+    learning_rate: float = _field(1e-3, "optimizer learning rate")
+    anneal_lr: bool = _field(True, "anneal the learning rate linearly to 0 over total_steps")
+    optimizer: str = _field("adam", "optimizer", choices=("adam", "rmsprop"))
+    optimizer_eps: float = _field(1e-5, "epsilon of the optimizer")
+    max_grad_norm: float = _field(0.5, "clip the global gradient norm to this (0: no clipping)")
+    num_epochs: int = _field(4, "PPO epochs per rollout")
+    num_minibatches: int = _field(4, "PPO minibatches per epoch over the flattened T*N batch")
+    clip_coef: float = _field(0.2, "PPO surrogate clipping coefficient")
+    clip_value_loss: bool = _field(False, "PPO: clip the value loss around the old values")
+    target_kl: float | None = _field(None, "PPO: stop the epochs early once approx-KL exceeds this")
+    ent_coef: float = _field(0.0, "entropy bonus coefficient")
+    vf_coef: float = _field(0.5, "value loss coefficient")
+    use_baseline: bool = _field(True, "REINFORCE: subtract a learned value baseline")
+    # --- policy ---
+    hidden_sizes: list[int] = _field([64, 64], "hidden layer sizes of actor and critic")
+    activation: str = _field("tanh", "hidden activation", choices=("tanh", "relu"))
+    shared_trunk: bool = _field(False, "share one trunk between actor and critic")
+    squash: bool = _field(False, "Box actions: tanh-squashed Gaussian instead of clipped Gaussian")
+    log_std_init: float = _field(0.0, "initial log std of Gaussian policies")
+    ortho_init: bool = _field(True, "orthogonal weight initialization")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON/YAML-serializable values."""
+        return dataclasses.asdict(self)
+
+
+# Tuned on this project's 2-core CI machine for CartPole-v1 wall time; see benchmarks/README.md.
+ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ppo": {},
+    "a2c": {
+        "num_envs": 16,
+        "num_steps": 8,
+        "advantage": "gae",
+        "gae_lambda": 1.0,
+        "learning_rate": 2e-3,
+        "optimizer": "rmsprop",
+        "normalize_advantages": False,
+        "anneal_lr": False,
+        "ent_coef": 0.0,
+        "vf_coef": 0.5,
+        "max_grad_norm": 0.5,
+    },
+    "reinforce": {
+        "num_envs": 16,
+        "num_steps": 256,
+        "advantage": "mc",
+        "learning_rate": 2e-3,
+        "anneal_lr": False,
+        "normalize_advantages": True,
+        "max_grad_norm": 0.5,
+    },
+}
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def field_help(name: str) -> str:
+    """Help text of a field, with the per-algorithm defaults appended where they differ."""
+    text = FIELDS[name].metadata["help"]
+    defaults = {algo: ALGO_DEFAULTS[algo].get(name, FIELDS[name].default) for algo in ALGORITHMS}
+    if name not in ("algo", "env") and len({repr(v) for v in defaults.values()}) > 1:
+        text += " (default " + ", ".join(f"{a}: {v}" for a, v in defaults.items()) + ")"
+    return text
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a file/CLI value to the field's type, or raise a one-line ConfigError."""
+    kind = str(_TYPES[name])
+    optional = "None" in kind
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if optional:
+            return None
+        raise ConfigError(f"{name} cannot be empty")
+    try:
+        if kind.startswith("list"):
+            if isinstance(value, str):
+                value = [part for part in value.replace(",", " ").split() if part]
+            return [_as_int(name, v) for v in value]
+        if "bool" in kind:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+                return value.lower() in ("true", "yes", "1")
+            raise ValueError
+        if "int" in kind:
+            return _as_int(name, value)
+        if "float" in kind:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if not isinstance(value, str):
+            raise ValueError
+        return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be of type {kind} (got {value!r})") from None
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError
+    number = float(value) if isinstance(value, str) else value
+    if isinstance(number, float):
+        if not number.is_integer():
+            raise ValueError
+        number = int(number)
+    if not isinstance(number, int):
+        raise ValueError
+    return number
+
+
+def _normalize_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
+    normalized = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in FIELDS:
+            close = difflib.get_close_matches(name, FIELDS, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(f"unknown option {key!r} in {source}{hint}")
+        normalized[name] = value
+    return normalized
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read option values from a YAML (.yaml/.yml), TOML (.toml) or JSON file.
+
+    Keys are field names (dashes or underscores); a top-level ``[train]`` table/mapping is
+    also accepted. Returns the raw values; :func:`resolve_config` validates them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    text = path.read_text()
+    try:
+        if suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ConfigError(
+                    "reading YAML config files needs PyYAML: pip install 'vecpg[yaml]'"
+                ) from None
+            values = yaml.safe_load(text) or {}
+        elif suffix == ".toml":
+            import tomllib
+
+            values = tomllib.loads(text)
+        elif suffix == ".json":
+            values = json.loads(text)
+        else:
+            raise ConfigError(f"config file {str(path)!r}: use a .yaml, .yml, .toml or .json file")
+    except ConfigError:
+        raise
+    except Exception as error:  # each parser has its own error type; all are user errors
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ConfigError(f"cannot parse config file {str(path)!r}: {first_line}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of option: value")
+    if set(values) == {"train"} and isinstance(values["train"], dict):
+        values = values["train"]
+    return values
+
+
+def resolve_config(
+    file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None
+) -> TrainConfig:
+    """Merge algorithm defaults, config-file values and command-line values; validate.
+
+    Args:
+        file_values: values read from a config file (field names, dashes allowed).
+        cli_values: values given on the command line; they override the file.
+
+    Returns:
+        A validated :class:`TrainConfig`.
+
+    Raises:
+        ConfigError: unknown option, wrong type or invalid value (one-line message).
+    """
+    file_values = _normalize_keys(file_values or {}, "config file")
+    cli_values = _normalize_keys(cli_values or {}, "arguments")
+    algo = cli_values.get("algo", file_values.get("algo", TrainConfig.algo))
+    if algo not in ALGORITHMS:
+        raise ConfigError(f"algo must be one of {', '.join(ALGORITHMS)} (got {algo!r})")
+    values: dict[str, Any] = dict(ALGO_DEFAULTS[algo])
+    for source in (file_values, cli_values):
+        values.update({name: _coerce(name, value) for name, value in source.items()})
+    config = TrainConfig(**values)
+    validate(config)
+    return config
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def validate(config: TrainConfig) -> None:
+    """Raise ConfigError (one line naming the option and its valid range) for bad values."""
+    for name, spec in FIELDS.items():
+        choices = spec.metadata.get("choices")
+        value = getattr(config, name)
+        if choices and value not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)} (got {value!r})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name} must be finite (got {value})")
+    c = config
+    _check(bool(c.env.strip()), "env must be a Gymnasium id or module:EnvClass")
+    _check(c.total_steps > 0, f"total_steps must be > 0 (got {c.total_steps})")
+    _check(c.num_envs >= 1, f"num_envs must be >= 1 (got {c.num_envs})")
+    _check(
+        c.num_workers is None or 1 <= c.num_workers <= c.num_envs,
+        f"num_workers must be between 1 and num_envs={c.num_envs} (got {c.num_workers})",
+    )
+    _check(c.num_steps >= 1, f"num_steps must be >= 1 (got {c.num_steps})")
+    _check(0.0 <= c.gamma <= 1.0, f"gamma must be in [0, 1] (got {c.gamma})")
+    _check(0.0 <= c.gae_lambda <= 1.0, f"gae_lambda must be in [0, 1] (got {c.gae_lambda})")
+    _check(c.nstep >= 0, f"nstep must be >= 0 (got {c.nstep})")
+    _check(c.learning_rate > 0, f"learning_rate must be > 0 (got {c.learning_rate})")
+    _check(c.optimizer_eps > 0, f"optimizer_eps must be > 0 (got {c.optimizer_eps})")
+    _check(c.max_grad_norm >= 0, f"max_grad_norm must be >= 0 (got {c.max_grad_norm})")
+    _check(c.num_epochs >= 1, f"num_epochs must be >= 1 (got {c.num_epochs})")
+    batch = c.num_envs * c.num_steps
+    _check(
+        1 <= c.num_minibatches <= batch,
+        f"num_minibatches must be between 1 and num_envs*num_steps={batch} "
+        f"(got {c.num_minibatches})",
+    )
+    _check(c.clip_coef > 0, f"clip_coef must be > 0 (got {c.clip_coef})")
+    _check(c.target_kl is None or c.target_kl > 0, f"target_kl must be > 0 (got {c.target_kl})")
+    _check(c.ent_coef >= 0, f"ent_coef must be >= 0 (got {c.ent_coef})")
+    _check(c.vf_coef >= 0, f"vf_coef must be >= 0 (got {c.vf_coef})")
+    _check(c.torch_threads >= 0, f"torch_threads must be >= 0 (got {c.torch_threads})")
+    _check(
+        len(c.hidden_sizes) >= 1 and all(size >= 1 for size in c.hidden_sizes),
+        f"hidden_sizes must be one or more positive ints (got {c.hidden_sizes})",
+    )
+    valid_advantages = {"ppo": ("gae",), "a2c": ("gae", "nstep"), "reinforce": ("mc",)}[c.algo]
+    _check(
+        c.advantage in valid_advantages,
+        f"advantage for {c.algo} must be one of {', '.join(valid_advantages)} "
+        f"(got {c.advantage!r})",
+    )
+    _check(
+        c.stop_at_return is None or math.isfinite(c.stop_at_return),
+        "stop_at_return must be a finite number",
+    )

@@ -1,0 +1,149 @@
+"""What every learner shares: the optimizer, LR annealing, gradient clipping, diagnostics.
+
+Learners subclass :class:`Learner` directly (one level of inheritance) and implement
+``update(buffer) -> dict[str, float]`` reading top to bottom like CleanRL. Buffers are
+``[T, N, ...]``: T steps of N envs (see vecpg/buffer.py).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from vecpg.buffer import RolloutBuffer
+
+
+def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
+    """1 - Var[targets - predictions] / Var[targets]; NaN when the targets are constant.
+
+    Example:
+        >>> explained_variance(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([1.0, 2.0, 3.0]))
+        1.0
+    """
+    target_variance = targets.var(unbiased=False)
+    if target_variance.item() == 0:
+        return float("nan")
+    return float(1.0 - (targets - predictions).var(unbiased=False) / target_variance)
+
+
+def rollout_counts(buffer: RolloutBuffer) -> dict[str, float]:
+    """Episode ends in the rollout: bootstrapped truncations and terminations."""
+    return {
+        "truncations": float((buffer.truncations & ~buffer.terminations).sum()),
+        "terminations": float(buffer.terminations.sum()),
+    }
+
+
+def moments(prefix: str, tensor: torch.Tensor) -> dict[str, float]:
+    """``{prefix_mean, prefix_std}`` of a tensor (the statistics before normalization)."""
+    return {
+        f"{prefix}_mean": float(tensor.mean()),
+        f"{prefix}_std": float(tensor.std(unbiased=False)),
+    }
+
+
+def distribution_stats(distribution: Any) -> dict[str, float]:
+    """log_std and std min/mean/max for Gaussian policies; empty for discrete ones."""
+    log_std = getattr(distribution, "log_std", None)
+    if log_std is None:
+        return {}
+    log_std = log_std.detach()
+    std = log_std.exp()
+    return {
+        "log_std_min": float(log_std.min()),
+        "log_std_mean": float(log_std.mean()),
+        "log_std_max": float(log_std.max()),
+        "std_min": float(std.min()),
+        "std_mean": float(std.mean()),
+        "std_max": float(std.max()),
+    }
+
+
+def log_prob_check(recomputed: torch.Tensor, stored: torch.Tensor) -> dict[str, float]:
+    """``log_prob_mismatch`` (max |recomputed - stored| where both are finite; ~0 when the
+    buffer holds the log-probs of the actions really sent) and ``nonfinite_log_probs``.
+
+    Example:
+        >>> log_prob_check(torch.tensor([-1.0, float("nan")]), torch.tensor([-1.5, -2.0]))
+        {'log_prob_mismatch': 0.5, 'nonfinite_log_probs': 1.0}
+    """
+    with torch.no_grad():
+        finite = torch.isfinite(recomputed) & torch.isfinite(stored)
+        mismatch = (recomputed - stored).abs()[finite]
+        return {
+            "log_prob_mismatch": float(mismatch.max()) if mismatch.numel() else math.nan,
+            "nonfinite_log_probs": float((~finite).sum()),
+        }
+
+
+class Learner:
+    """Base of the learners: builds the optimizer and owns one gradient step.
+
+    Args:
+        policy: the ActorCritic being trained.
+        config: a :class:`vecpg.config.TrainConfig`.
+    """
+
+    def __init__(self, policy: torch.nn.Module, config: Any) -> None:
+        self.policy, self.config = policy, config
+        self.initial_learning_rate = config.learning_rate
+        parameters = [p for p in policy.parameters() if p.requires_grad]
+        if config.optimizer == "rmsprop":
+            # SB3/OpenAI-baselines A2C settings: alpha 0.99, eps inside the square root.
+            self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
+                parameters, lr=config.learning_rate, alpha=0.99, eps=config.optimizer_eps
+            )
+        else:
+            self.optimizer = torch.optim.Adam(
+                parameters, lr=config.learning_rate, eps=config.optimizer_eps
+            )
+        self.progress = 0.0
+
+    def set_progress(self, fraction: float) -> None:
+        """Tell the learner how much of training is done (0..1); drives LR annealing."""
+        self.progress = min(max(fraction, 0.0), 1.0)
+        learning_rate = self.initial_learning_rate
+        if self.config.anneal_lr:
+            learning_rate *= 1.0 - self.progress
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def gradient_step(self, loss: torch.Tensor) -> torch.Tensor:
+        """Backward, clip the global gradient norm, step; returns the norm before clipping.
+
+        The norm stays a tensor so that a GPU update does not synchronize per minibatch.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+        self.optimizer.step()
+        return grad_norm.detach()
+
+    def check_log_probs(self, observations: Any, actions: torch.Tensor, stored: torch.Tensor):
+        """Recompute log-probs before any gradient step (the action/log_prob match check).
+
+        Returns ``(metrics, distribution)``: ``log_prob_mismatch`` (max |stored -
+        recomputed| over finite entries) and ``nonfinite_log_probs`` (count), and the
+        pre-update action distribution over the whole batch (for its std statistics).
+        """
+        with torch.no_grad():
+            evaluation = self.policy.evaluate(observations, actions)
+        return log_prob_check(evaluation[0], stored), evaluation[3]
+
+    def update(self, buffer: RolloutBuffer) -> dict[str, float]:  # pragma: no cover
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "progress": self.progress}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.set_progress(state["progress"])

@@ -1,0 +1,176 @@
+"""Running observation normalization and return-based reward scaling, on torch tensors.
+
+Both run on the learner's device on the ``[N, ...]`` batch of one vector-env step (N envs),
+so normalization adds no host round trip. Their statistics are part of
+:meth:`state_dict` so a resumed or evaluated policy sees the same inputs it was trained on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+
+class RunningMeanStd:
+    """Mean and variance of a stream of batches (parallel algorithm of Chan et al.).
+
+    Statistics are kept in float64 so that millions of updates do not drift.
+
+    Example:
+        >>> stats = RunningMeanStd(shape=(2,))
+        >>> stats.update(torch.tensor([[1.0, 2.0], [3.0, 6.0]]))
+        >>> stats.mean.tolist(), stats.var.tolist()
+        ([2.0, 4.0], [1.0, 4.0])
+    """
+
+    def __init__(self, shape: tuple[int, ...] = (), device: torch.device | str = "cpu") -> None:
+        self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
+        self.var = torch.ones(shape, dtype=torch.float64, device=device)
+        # A tiny prior count, as in SB3, keeps the first update from dividing by zero.
+        self.count = 1e-4
+
+    def update(self, batch: torch.Tensor) -> None:
+        """Fold in a batch [B, *shape]."""
+        batch = batch.to(torch.float64)
+        batch_count = batch.shape[0]
+        if batch_count == 0:
+            return
+        batch_mean = batch.mean(dim=0)
+        batch_var = batch.var(dim=0, unbiased=False)
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        self.mean = self.mean + delta * (batch_count / total)
+        second_moment = (
+            self.var * self.count
+            + batch_var * batch_count
+            + delta.square() * (self.count * batch_count / total)
+        )
+        self.var = second_moment / total
+        self.count = total
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"mean": self.mean.cpu(), "var": self.var.cpu(), "count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.mean = state["mean"].to(self.mean.device, torch.float64)
+        self.var = state["var"].to(self.var.device, torch.float64)
+        self.count = float(state["count"])
+
+
+def _is_float_box(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating)
+
+
+def normalized_space(space: gym.Space) -> gym.Space:
+    """The observation space the policy sees once :class:`ObservationNormalizer` applies."""
+    if _is_float_box(space):
+        return gym.spaces.Box(-np.inf, np.inf, space.shape, np.float32)
+    if isinstance(space, gym.spaces.Dict):
+        return gym.spaces.Dict({key: normalized_space(sub) for key, sub in space.spaces.items()})
+    return space
+
+
+class ObservationNormalizer:
+    """Running mean/std normalization of float Box observations (per key inside a Dict).
+
+    Other leaves (images, discrete) pass through unchanged. Normalized values are clipped
+    to ``[-clip, clip]`` and returned as float32.
+
+    Example:
+        >>> space = gym.spaces.Box(-1.0, 1.0, (2,))
+        >>> normalizer = ObservationNormalizer(space)
+        >>> out = normalizer(torch.tensor([[0.0, 1.0], [2.0, 3.0]]), update=True)
+        >>> [round(v, 3) for v in out.mean(dim=0).tolist()]
+        [0.0, 0.0]
+    """
+
+    def __init__(
+        self,
+        space: gym.Space,
+        device: torch.device | str = "cpu",
+        clip: float = 10.0,
+        epsilon: float = 1e-8,
+    ) -> None:
+        self.clip, self.epsilon = clip, epsilon
+        self.stats: dict[str, RunningMeanStd] = {}
+        if _is_float_box(space):
+            self.stats[""] = RunningMeanStd(space.shape, device)
+        elif isinstance(space, gym.spaces.Dict):
+            for key, sub in space.spaces.items():
+                if _is_float_box(sub):
+                    self.stats[key] = RunningMeanStd(sub.shape, device)
+        if not self.stats:
+            raise ValueError(
+                f"normalize_observations needs float Box observations (or a Dict of them), "
+                f"got {space}"
+            )
+
+    def _apply(self, key: str, observations: torch.Tensor, update: bool) -> torch.Tensor:
+        stats = self.stats[key]
+        if update:
+            stats.update(observations)
+        normalized = (observations - stats.mean) / torch.sqrt(stats.var + self.epsilon)
+        return normalized.clamp(-self.clip, self.clip).to(torch.float32)
+
+    def __call__(self, observations: Any, update: bool = False) -> Any:
+        """Normalize a batch [B, ...] (tensor, or dict of tensors); update stats if asked."""
+        if "" in self.stats:
+            return self._apply("", observations, update)
+        return {
+            key: self._apply(key, value, update) if key in self.stats else value
+            for key, value in observations.items()
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {key: stats.state_dict() for key, stats in self.stats.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key, stats in self.stats.items():
+            stats.load_state_dict(state[key])
+
+
+class RewardScaler:
+    """Divide rewards by the running std of the discounted return (SB3 VecNormalize-style).
+
+    Each env keeps a discounted return ``G <- gamma * G + r`` (reset where an episode ends);
+    rewards are divided by the std of G over all steps seen, then clipped. The mean is not
+    subtracted: shifting rewards would change which policy is optimal in envs where
+    episode length depends on the policy.
+
+    Example:
+        >>> scaler = RewardScaler(num_envs=2, gamma=0.0)
+        >>> rewards = torch.tensor([2.0, -2.0])
+        >>> done = torch.tensor([False, False])
+        >>> [round(v, 2) for v in scaler(rewards, done).tolist()]
+        [1.0, -1.0]
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        gamma: float,
+        device: torch.device | str = "cpu",
+        clip: float = 10.0,
+        epsilon: float = 1e-8,
+    ) -> None:
+        self.gamma, self.clip, self.epsilon = gamma, clip, epsilon
+        self.returns = torch.zeros(num_envs, dtype=torch.float64, device=device)
+        self.stats = RunningMeanStd((), device)
+
+    def __call__(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
+        """Scale one step's rewards [N]; ``dones`` [N] bool ends each env's return."""
+        self.returns = self.returns * self.gamma + rewards.to(torch.float64)
+        self.stats.update(self.returns)
+        self.returns = self.returns.masked_fill(dones, 0.0)
+        scaled = rewards / torch.sqrt(self.stats.var + self.epsilon)
+        return scaled.clamp(-self.clip, self.clip).to(rewards.dtype)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stats": self.stats.state_dict(), "returns": self.returns.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stats.load_state_dict(state["stats"])
+        self.returns = state["returns"].to(self.returns.device, torch.float64)

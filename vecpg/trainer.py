@@ -1,0 +1,383 @@
+"""The training loop: build env, policy, buffer and learner from a config; sample, update, repeat.
+
+Each iteration collects a ``[T, N]`` rollout (T = ``num_steps`` steps of N = ``num_envs``
+envs), runs one learner update on it and hands a metrics row to the callbacks. Callbacks
+are plain objects with any of ``on_start(trainer)``, ``on_update(trainer, row)`` and
+``on_end(trainer, summary)``; :class:`vecpg.metrics.MetricsCSV` writes the rows to disk,
+other modules (checkpoints, progress, health, TensorBoard) plug in the same way.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from vecpg.buffer import RolloutBuffer
+from vecpg.config import TrainConfig
+from vecpg.errors import CheckpointError, ConfigError
+from vecpg.learners import make_learner
+from vecpg.metrics import process_time_s
+from vecpg.normalization import ObservationNormalizer, RewardScaler, normalized_space
+from vecpg.sampler import GymnasiumVectorAdapter, Sampler, needs_adapter
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is a ConfigError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def env_factory(spec: str) -> tuple[Callable[[], gym.Env], str | None]:
+    """A zero-argument env constructor for ``spec``, and the Gymnasium id if it is one.
+
+    ``spec`` is a registered Gymnasium id (``CartPole-v1``), ``module:EnvClass`` or
+    ``module:make_fn`` (any callable returning a ``gymnasium.Env``), or ``module:Env-v0``
+    for an id that importing ``module`` registers.
+
+    Raises:
+        ConfigError: unknown id, unimportable module or missing attribute (one line).
+    """
+    if ":" in spec:
+        module_name, attribute = spec.split(":", 1)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise ConfigError(
+                f"env {spec!r}: cannot import module {module_name!r} ({error})"
+            ) from None
+        target = getattr(module, attribute, None)
+        if callable(target):
+            return target, None
+        if attribute in gym.envs.registry:
+            return (lambda: gym.make(attribute)), attribute
+        raise ConfigError(
+            f"env {spec!r}: module {module_name!r} has no env class or function {attribute!r}"
+        )
+    if spec not in gym.envs.registry:
+        import difflib
+
+        close = difflib.get_close_matches(spec, list(gym.envs.registry), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(
+            f"unknown env id {spec!r}: not in Gymnasium's registry (use a registered id or "
+            f"module:EnvClass){hint}"
+        )
+    return (lambda: gym.make(spec)), spec
+
+
+def make_vector_env(config: TrainConfig) -> gym.vector.VectorEnv:
+    """The SAME_STEP-autoreset vector env of ``config`` with vecpg's fast-path attributes."""
+    factory, env_id = env_factory(config.env)
+    try:  # build one env here so a broken env fails with a one-line message, not in a worker
+        probe = factory()
+    except gym.error.Error as error:
+        raise ConfigError(f"env {config.env!r} cannot be created: {error}") from None
+    if not isinstance(probe, gym.Env):
+        raise ConfigError(f"env {config.env!r} did not produce a gymnasium.Env (got {probe!r})")
+    probe.close()
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    if config.vector == "subproc":
+        try:
+            from vecpg.vector import SubprocVectorEnv, make_vec
+        except ImportError:  # the vector env has not landed in this checkout
+            SubprocVectorEnv = make_vec = None  # noqa: N806
+        if make_vec is not None:
+            options = {"autoreset_mode": same_step, "infos": "none"}
+            options["num_workers"] = config.num_workers
+            if env_id is not None:
+                return make_vec(env_id, config.num_envs, **options)
+            return SubprocVectorEnv([factory] * config.num_envs, **options)
+    env = gym.vector.SyncVectorEnv([factory] * config.num_envs, autoreset_mode=same_step)
+    return GymnasiumVectorAdapter(env) if needs_adapter(env) else env
+
+
+def default_run_dir(config: TrainConfig) -> Path:
+    """``runs/<env>__<algo>__<seed>__<YYYYmmdd-HHMMSS>`` (env made filesystem-safe)."""
+    env = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.env).strip("-")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{env}__{config.algo}__{config.seed}__{stamp}"
+
+
+def write_config(config: TrainConfig, run_dir: Path) -> Path:
+    """Save the resolved config as config.yaml (config.json without PyYAML)."""
+    values = config.to_dict()
+    try:
+        import yaml
+    except ImportError:
+        path = run_dir / "config.json"
+        path.write_text(json.dumps(values, indent=2) + "\n")
+        return path
+    path = run_dir / "config.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Trains ``config.algo`` on ``config.env``; see the module docstring.
+
+    Args:
+        config: a validated :class:`TrainConfig`.
+        run_dir: output directory; default ``config.run_dir`` or :func:`default_run_dir`.
+        callbacks: objects with optional ``on_start``/``on_update``/``on_end`` methods.
+
+    The env is closed when :meth:`train` returns or raises; :meth:`close` closes it
+    without training. ``state_dict()`` stays usable after training.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path | None = None,
+        callbacks: Sequence[Any] = (),
+    ) -> None:
+        self.config = config
+        self.callbacks = list(callbacks)
+        self.total_steps = config.total_steps
+        if config.torch_threads > 0:
+            torch.set_num_threads(config.torch_threads)
+        self.device = resolve_device(config.device)
+        seed_everything(config.seed)
+        self.env = make_vector_env(config)
+        try:
+            self._build()
+        except BaseException:
+            self.env.close()
+            raise
+        self.run_dir = Path(run_dir or config.run_dir or default_run_dir(config))
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(config, self.run_dir)
+        self.update = 0
+        self.stop_reason: str | None = None
+        self._needs_reset = True
+
+    def _build(self) -> None:
+        from vecpg.policies import ActorCritic
+
+        config, env = self.config, self.env
+        self.observation_space = env.single_observation_space
+        self.action_space = env.single_action_space
+        self.observation_normalizer = None
+        if config.normalize_observations:
+            try:
+                self.observation_normalizer = ObservationNormalizer(
+                    self.observation_space, self.device
+                )
+            except ValueError as error:
+                raise ConfigError(f"normalize_observations: {error}") from None
+        policy_space = (
+            normalized_space(self.observation_space)
+            if self.observation_normalizer is not None
+            else self.observation_space
+        )
+        self.policy = ActorCritic(
+            policy_space,
+            self.action_space,
+            hidden_sizes=tuple(config.hidden_sizes),
+            activation=config.activation,
+            shared_trunk=config.shared_trunk,
+            squash=config.squash,
+            log_std_init=config.log_std_init,
+            ortho_init=config.ortho_init,
+        ).to(self.device)
+        self.reward_scaler = (
+            RewardScaler(config.num_envs, config.gamma, self.device)
+            if config.normalize_rewards
+            else None
+        )
+        self.buffer = RolloutBuffer(
+            policy_space, self.action_space, config.num_steps, config.num_envs, self.device
+        )
+        self.sampler = Sampler(
+            env,
+            self.policy,
+            self.buffer,
+            observation_normalizer=self.observation_normalizer,
+            reward_scaler=self.reward_scaler,
+        )
+        self.learner = make_learner(self.policy, config)
+
+    @property
+    def global_step(self) -> int:
+        """Env steps taken so far, summed over envs."""
+        return self.sampler.global_step
+
+    def request_stop(self, reason: str = "requested") -> None:
+        """Ask the loop to stop after the current update (for callbacks)."""
+        self.stop_reason = reason
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for callback in self.callbacks:
+            method = getattr(callback, hook, None)
+            if method is not None:
+                method(self, *args)
+
+    def _row(self, metrics: dict[str, float], train_start: float) -> dict[str, Any]:
+        elapsed = time.perf_counter() - train_start
+        return {
+            "global_step": self.global_step,
+            "time_s": process_time_s(),
+            "sps": (self.global_step - self._start_step) / max(elapsed, 1e-9),
+            "episode_return_mean": self.sampler.episode_return_mean(),
+            "episode_length_mean": self.sampler.episode_length_mean(),
+            "update": self.update,
+            "episodes_finished": self.sampler.episodes_finished,
+            **metrics,
+        }
+
+    def train(self) -> dict[str, Any]:
+        """Train until ``total_steps``, ``stop_at_return`` or :meth:`request_stop`.
+
+        Returns:
+            The summary: global_step, updates, time_s (since the process started),
+            train_time_s, sps, episode_return_mean, episode_length_mean,
+            episodes_finished, stop_reason, run_dir.
+        """
+        config = self.config
+        train_start = time.perf_counter()
+        self._start_step = self.global_step
+        self.stop_reason = None
+        try:
+            self._call("on_start")
+            if self._needs_reset:
+                # A resumed run must not replay the first episodes' seeds.
+                self.sampler.reset(seed=config.seed + self.update * config.num_envs)
+                self._needs_reset = False
+            while self.global_step < self.total_steps and self.stop_reason is None:
+                self.learner.set_progress(self.global_step / self.total_steps)
+                self.sampler.collect()
+                metrics = self.learner.update(self.buffer)
+                self.update += 1
+                row = self._row(metrics, train_start)
+                self._call("on_update", row)
+                if (
+                    config.stop_at_return is not None
+                    and row["episode_return_mean"] >= config.stop_at_return
+                ):
+                    self.stop_reason = "stop_at_return"
+            if self.stop_reason is None:
+                self.stop_reason = "total_steps"
+            summary = self._summary(train_start)
+            self._call("on_end", summary)
+            return summary
+        except BaseException as error:
+            self.stop_reason = f"error: {type(error).__name__}"
+            try:  # let callbacks finish their output; the original error is what matters
+                self._call("on_end", self._summary(train_start))
+            except Exception:
+                pass
+            raise
+        finally:
+            self.close()
+
+    def _summary(self, train_start: float) -> dict[str, Any]:
+        train_time = time.perf_counter() - train_start
+        return {
+            "global_step": self.global_step,
+            "updates": self.update,
+            "time_s": process_time_s(),
+            "train_time_s": train_time,
+            "sps": (self.global_step - self._start_step) / max(train_time, 1e-9),
+            "episode_return_mean": self.sampler.episode_return_mean(),
+            "episode_length_mean": self.sampler.episode_length_mean(),
+            "episodes_finished": self.sampler.episodes_finished,
+            "stop_reason": self.stop_reason,
+            "run_dir": str(self.run_dir),
+        }
+
+    def close(self) -> None:
+        """Close the vector env (idempotent)."""
+        self.env.close()
+
+    def __enter__(self) -> Trainer:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: policy, optimizer, normalizers, counters, RNG, config."""
+        rng = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "policy": self.policy.state_dict(),
+            "learner": self.learner.state_dict(),
+            "observation_normalizer": (
+                self.observation_normalizer.state_dict() if self.observation_normalizer else None
+            ),
+            "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else None,
+            "global_step": self.global_step,
+            "update": self.update,
+            "episodes": {
+                "returns": list(self.sampler.episode_returns),
+                "lengths": list(self.sampler.episode_lengths),
+                "finished": self.sampler.episodes_finished,
+            },
+            "rng": rng,
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (the envs restart from a fresh reset).
+
+        Raises:
+            CheckpointError: the state belongs to a different algorithm or network shape.
+        """
+        saved = state.get("config", {})
+        for name in ("algo", "hidden_sizes", "shared_trunk", "squash", "normalize_observations"):
+            if name in saved and saved[name] != getattr(self.config, name):
+                raise CheckpointError(
+                    f"checkpoint has {name}={saved[name]!r} but this run has "
+                    f"{name}={getattr(self.config, name)!r}; use the same setting to resume"
+                )
+        try:
+            self.policy.load_state_dict(state["policy"])
+            self.learner.load_state_dict(state["learner"])
+        except (RuntimeError, KeyError, ValueError) as error:
+            first_line = str(error).strip().splitlines()[0]
+            raise CheckpointError(f"checkpoint does not fit this run: {first_line}") from None
+        if self.observation_normalizer is not None and state.get("observation_normalizer"):
+            self.observation_normalizer.load_state_dict(state["observation_normalizer"])
+        if self.reward_scaler is not None and state.get("reward_scaler"):
+            self.reward_scaler.load_state_dict(state["reward_scaler"])
+        self.sampler.global_step = int(state["global_step"])
+        self.update = int(state["update"])
+        episodes = state.get("episodes", {})
+        self.sampler.episode_returns.clear()
+        self.sampler.episode_returns.extend(episodes.get("returns", []))
+        self.sampler.episode_lengths.clear()
+        self.sampler.episode_lengths.extend(episodes.get("lengths", []))
+        self.sampler.episodes_finished = int(episodes.get("finished", 0))
+        rng = state.get("rng", {})
+        if "python" in rng:
+            random.setstate(rng["python"])
+        if "numpy" in rng:
+            np.random.set_state(rng["numpy"])
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
