@@ -277,3 +277,71 @@ def test_health_and_checkpoint_callbacks_together_in_either_order(tmp_path):
                 callback.on_update(trainer, row)
         assert (run_dir / "checkpoints" / "nonfinite_step_000000002000.pt").exists()
         assert steps_on_disk(run_dir) == [1000]
+
+
+def test_callback_on_end_after_error_never_rotates_a_nan_state(tmp_path):
+    trainer = FakeTrainer(tmp_path)
+    callback = CheckpointCallback(1000)
+    callback.on_start(trainer)
+    trainer.step(callback, 1000)
+    trainer.weights = torch.tensor([0.0, float("inf")])  # blew up inside an update that raised
+    trainer.global_step = 1500
+    with pytest.warns(CheckpointWarning, match=r"non-finite values \(weights\)"):
+        callback.on_end(trainer, {"global_step": 1500, "stop_reason": "error: RuntimeError"})
+    assert steps_on_disk(tmp_path) == [1000]
+    assert (tmp_path / "checkpoints" / "nonfinite_step_000000001500.pt").exists()
+
+
+# --- integration with the real trainer (short CPU runs, in-process envs) ---------------
+
+
+def make_trainer(run_dir, callbacks, **options):
+    from vecpg.config import resolve_config
+    from vecpg.trainer import Trainer
+
+    values = {"env": "CartPole-v1", "algo": "ppo", "vector": "sync", "seed": 3}
+    values.update(num_envs=4, num_steps=64, **options)
+    return Trainer(resolve_config(cli_values=values), run_dir, callbacks=callbacks)
+
+
+def assert_same(actual, expected, where="state"):
+    """Recursive equality of nested dicts/lists of tensors and plain values."""
+    if isinstance(expected, dict):
+        assert set(actual) == set(expected), where
+        for key in expected:
+            assert_same(actual[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(actual) == len(expected), where
+        for index, (left, right) in enumerate(zip(actual, expected, strict=True)):
+            assert_same(left, right, f"{where}.{index}")
+    elif isinstance(expected, torch.Tensor):
+        assert torch.equal(actual, expected), where
+    else:
+        assert actual == expected, where
+
+
+def test_real_trainer_state_round_trips_and_training_goes_on(tmp_path):
+    from vecpg.metrics import MetricsCSV
+
+    run_dir = tmp_path / "run"
+    saver = CheckpointCallback(1024, keep_last=2)
+    first = make_trainer(run_dir, [MetricsCSV(), saver], total_steps=3072)
+    first.train()
+    assert steps_on_disk(run_dir) == [2048, 3072]  # periodic at 1024, 2048, final 3072; keep 2
+    loaded = load_latest(run_dir)  # weights_only=True works on the real state
+    assert loaded.step == 3072 and loaded.state["global_step"] == 3072
+    assert loaded.state["config"]["algo"] == "ppo"
+    saved_optimizer = first.learner.state_dict()["optimizer"]
+
+    resumed = make_trainer(run_dir, [MetricsCSV(), CheckpointCallback(1024)], total_steps=4096)
+    resumed.load_state_dict(loaded.state)
+    assert resumed.global_step == 3072 and resumed.update == first.update
+    assert_same(resumed.learner.state_dict()["optimizer"], saved_optimizer)
+    assert saved_optimizer["step"] > 0  # the optimizer state is not a fresh one
+    for name, tensor in first.policy.state_dict().items():
+        assert torch.equal(resumed.policy.state_dict()[name], tensor)
+    resumed.train()
+    assert steps_on_disk(run_dir)[-1] == 4096
+    with open(run_dir / "metrics.csv") as stream:
+        steps = [int(line.split(",")[0]) for line in stream.readlines()[1:]]
+    assert steps == list(range(256, 4096 + 1, 256))  # extended, no duplicated or lost rows

@@ -231,3 +231,85 @@ def test_callback_without_checkpoint_still_stops(tmp_path):
     callback.on_start(fake_trainer(tmp_path))
     with pytest.raises(NonFiniteError, match="nonfinite_log_probs=1"):
         callback.on_update(None, healthy_row(10, 1, nonfinite_log_probs=1))
+
+
+# --- integration with the real trainer (short CPU runs, in-process envs) ---------------
+
+
+def make_trainer(tmp_path, callbacks, **options):
+    from vecpg.config import resolve_config
+    from vecpg.trainer import Trainer
+
+    values = {"env": "CartPole-v1", "algo": "ppo", "vector": "sync", "seed": 1, **options}
+    return Trainer(resolve_config(cli_values=values), tmp_path / "run", callbacks=callbacks)
+
+
+def test_healthy_cartpole_run_raises_no_warning(tmp_path):
+    health = HealthCallback()
+    trainer = make_trainer(tmp_path, [health], total_steps=16_384)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingHealthWarning)
+        summary = trainer.train()
+    assert summary["global_step"] >= 16_384
+    assert health.warnings == []
+    assert health.monitor.action_space == gym.spaces.Discrete(2)  # read from the trainer
+    assert health.monitor.total_steps == 16_384
+    assert not (tmp_path / "run" / "health.jsonl").exists()
+
+
+class PoisonPolicy:
+    """Sets every policy weight to NaN after update ``at`` (a blown-up optimizer step)."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_update(self, trainer, row):
+        import torch
+
+        if row["update"] == self.at:
+            with torch.no_grad():
+                for parameter in trainer.policy.parameters():
+                    parameter.fill_(float("nan"))
+
+
+def test_nan_policy_stops_the_run_after_saving(tmp_path):
+    from vecpg.checkpoint import CheckpointCallback, list_checkpoints, load_latest
+
+    saver = CheckpointCallback(512)
+    health = HealthCallback(checkpoint=saver, emit=False)
+    trainer = make_trainer(
+        tmp_path,
+        [saver, health, PoisonPolicy(at=3)],
+        env="Pendulum-v1",
+        num_envs=4,
+        num_steps=64,
+        total_steps=20_000,
+    )
+    with pytest.raises(NonFiniteError, match="nonfinite_log_probs=256") as raised:
+        trainer.train()
+    run_dir = tmp_path / "run"
+    failure = run_dir / "checkpoints" / "nonfinite_step_000000001024.pt"
+    assert failure.exists() and str(failure) in str(raised.value)
+    assert [step for step, _ in list_checkpoints(run_dir)] == [512]  # no NaN in the rotation
+    assert load_latest(run_dir).step == 512
+    assert trainer.global_step == 1024  # stopped at once, did not continue on NaN
+    records = [json.loads(line) for line in (run_dir / "health.jsonl").read_text().splitlines()]
+    assert records[0]["condition"] == "nonfinite" and records[0]["severity"] == "fatal"
+
+
+def test_planted_log_prob_mismatch_is_reported(tmp_path):
+    health = HealthCallback(emit=False)
+    trainer = make_trainer(tmp_path, [health], num_envs=4, num_steps=32, total_steps=512)
+    collect = trainer.sampler.collect
+
+    def collect_with_wrong_log_probs(*args, **kwargs):
+        # what storing the log_prob of a clipped (not the sampled) action looks like
+        result = collect(*args, **kwargs)
+        trainer.buffer.log_probs += 0.05
+        return result
+
+    trainer.sampler.collect = collect_with_wrong_log_probs
+    trainer.train()
+    assert [w.condition for w in health.warnings] == ["log_prob_mismatch"]
+    assert health.warnings[0].value == pytest.approx(0.05, rel=1e-3)
+    assert health.warnings[0].global_step == 128

@@ -25,6 +25,7 @@ unpickling can run arbitrary code.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -292,6 +293,37 @@ def load_any(
     return Checkpoint(path, step, state)
 
 
+def first_nonfinite_entry(state: Any, prefix: str = "") -> str | None:
+    """Dotted key of the first floating tensor/array in ``state`` with a NaN/inf, or None.
+
+    >>> import torch
+    >>> first_nonfinite_entry({"policy": {"w": torch.zeros(2), "b": torch.tensor([float("nan")])}})
+    'policy.b'
+    >>> first_nonfinite_entry({"rng": torch.zeros(3, dtype=torch.uint8), "step": 5}) is None
+    True
+    """
+    if isinstance(state, Mapping):
+        for key, value in state.items():
+            found = first_nonfinite_entry(value, f"{prefix}{key}.")
+            if found is not None:
+                return found
+        return None
+    if isinstance(state, (list, tuple)):
+        for index, value in enumerate(state):
+            found = first_nonfinite_entry(value, f"{prefix}{index}.")
+            if found is not None:
+                return found
+        return None
+    is_floating = getattr(state, "is_floating_point", None)
+    if is_floating is not None and is_floating():  # a torch tensor
+        import torch
+
+        return None if bool(torch.isfinite(state).all()) else prefix.rstrip(".")
+    if isinstance(state, float) and not math.isfinite(state):
+        return prefix.rstrip(".")
+    return None
+
+
 class CheckpointCallback:
     """Trainer callback: periodic checkpoints every ``interval_steps`` and a final one.
 
@@ -343,9 +375,25 @@ class CheckpointCallback:
         self._schedule_after(int(getattr(trainer, "global_step", 0) or 0))
 
     def save_now(self, trainer: Any, step: int) -> Path:
-        """Save ``trainer.state_dict()`` as the checkpoint of ``step`` now."""
+        """Save ``trainer.state_dict()`` as the checkpoint of ``step`` now.
+
+        A state holding non-finite floats (weights blown up in a way no metric showed, or
+        an error raised mid-update) goes to :func:`save_failure` instead: resuming from
+        it would only fail again.
+        """
         assert self.run_dir is not None, "on_start was not called"
-        self.last_path = save(trainer.state_dict(), self.run_dir, step, keep_last=self.keep_last)
+        state = trainer.state_dict()
+        bad = first_nonfinite_entry(state)
+        if bad is not None:
+            self.failure_path = save_failure(state, self.run_dir, step)
+            warnings.warn(
+                f"the training state at step {step:,} holds non-finite values ({bad}); saved "
+                f"it to {self.failure_path} for inspection, not as a resumable checkpoint",
+                CheckpointWarning,
+                stacklevel=2,
+            )
+            return self.failure_path
+        self.last_path = save(state, self.run_dir, step, keep_last=self.keep_last)
         self.last_step = step
         self._schedule_after(step)
         return self.last_path
