@@ -75,7 +75,7 @@ def map_structure(function, *structures: Any) -> Any:
     if isinstance(first, dict):
         return {key: map_structure(function, *(s[key] for s in structures)) for key in first}
     if isinstance(first, tuple):
-        return tuple(map_structure(function, *parts) for parts in zip(*structures))
+        return tuple(map_structure(function, *parts) for parts in zip(*structures, strict=True))
     return function(*structures)
 
 

@@ -10,25 +10,45 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 import psutil
 
-# The process start time, read once: psutil gives the OS's record, so time spent importing
-# torch before this module loaded is counted too.
-_PROCESS_START = psutil.Process().create_time()
+
+def _seconds_since_process_start() -> float:
+    """Seconds since this process started, read once at import.
+
+    On Linux, /proc gives the start time in clock ticks since boot and /proc/uptime the
+    time since boot, both to 10 ms; psutil's create_time() adds the boot time, which is
+    rounded to the second, so it can be up to 1 s off: too coarse for solve-time figures.
+    """
+    try:
+        with open("/proc/self/stat") as stream:
+            # Field 22 (starttime); split after the ")" that ends the command name.
+            fields = stream.read().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])
+        with open("/proc/uptime") as stream:
+            uptime = float(stream.read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time() - psutil.Process().create_time()
+
+
+_ELAPSED_AT_IMPORT = _seconds_since_process_start()
+_PERF_AT_IMPORT = time.perf_counter()
 
 
 def process_time_s() -> float:
-    """Wall-clock seconds since this process started.
+    """Wall-clock seconds since this process started (import and setup time included).
 
     Example:
         >>> process_time_s() > 0
         True
     """
-    return time.time() - _PROCESS_START
+    return _ELAPSED_AT_IMPORT + time.perf_counter() - _PERF_AT_IMPORT
 
 
 def _format(value: Any) -> Any:
@@ -57,6 +77,9 @@ class MetricsCSV:
         if self.path is None:
             self.path = Path(trainer.run_dir) / "metrics.csv"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A resumed run (global_step > 0) appends to its file; a fresh run starts a new one.
+        if int(getattr(trainer, "global_step", 0) or 0) == 0 and self.path.exists():
+            self.path.unlink()
 
     def on_update(self, trainer: Any, row: dict[str, Any]) -> None:
         if self._writer is None:

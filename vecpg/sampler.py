@@ -84,7 +84,7 @@ def _set_row(batch: Any, index: int, value: Any) -> Any:
         for key in batch:
             _set_row(batch[key], index, value[key])
     elif isinstance(batch, tuple):
-        for part, item in zip(batch, value):
+        for part, item in zip(batch, value, strict=True):
             _set_row(part, index, item)
     else:
         batch[index] = value

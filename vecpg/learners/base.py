@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from vecpg.buffer import RolloutBuffer
+from vecpg.learners.optim import Adam, RMSprop
 
 
 def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
@@ -90,15 +91,14 @@ class Learner:
         self.policy, self.config = policy, config
         self.initial_learning_rate = config.learning_rate
         parameters = [p for p in policy.parameters() if p.requires_grad]
+        # vecpg's own Adam/RMSprop (same update rules as torch.optim): see optim.py for why.
         if config.optimizer == "rmsprop":
-            # SB3/OpenAI-baselines A2C settings: alpha 0.99, eps inside the square root.
-            self.optimizer: torch.optim.Optimizer = torch.optim.RMSprop(
+            # A2C paper / SB3 settings: alpha 0.99.
+            self.optimizer: Adam | RMSprop = RMSprop(
                 parameters, lr=config.learning_rate, alpha=0.99, eps=config.optimizer_eps
             )
         else:
-            self.optimizer = torch.optim.Adam(
-                parameters, lr=config.learning_rate, eps=config.optimizer_eps
-            )
+            self.optimizer = Adam(parameters, lr=config.learning_rate, eps=config.optimizer_eps)
         self.progress = 0.0
 
     def set_progress(self, fraction: float) -> None:
@@ -121,7 +121,7 @@ class Learner:
         """
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        parameters = self.optimizer.params
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
         self.optimizer.step()
