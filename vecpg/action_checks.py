@@ -1,0 +1,83 @@
+"""Validate a batch of actions in the parent, before anything is sent to a worker.
+
+A wrong shape or dtype, or an action outside a discrete space, raises ``ValueError`` here
+with a message naming the space, instead of a confusing error from inside a worker (or,
+worse, a silently wrong step). Checks are the cheap ones: shapes, dtype kinds, integer
+ranges, and NaN/inf for Box actions. Out-of-bounds Box actions are allowed, as in Gymnasium
+(many envs clip them).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+_INTEGER_KINDS = "iu"
+_NUMERIC_KINDS = "iuf"
+
+
+def check_actions(space: spaces.Space, actions: Any, count: int, path: str = "actions") -> Any:
+    """Return ``actions`` as arrays, checked against ``count`` envs of ``space``.
+
+    Args:
+        space: the single-env action space.
+        actions: the batch, ``[count, *space.shape]`` (a dict/tuple of batches for Dict/Tuple).
+        count: number of envs the batch is for.
+
+    Raises:
+        ValueError: wrong shape, dtype kind, or values outside a discrete space.
+
+    Example:
+        >>> check_actions(spaces.Discrete(2), [0, 1, 1], 3)
+        array([0, 1, 1])
+    """
+    if isinstance(space, spaces.Dict):
+        if not isinstance(actions, dict) or set(actions) != set(space.spaces):
+            raise ValueError(f"{path} must be a dict with keys {sorted(space.spaces)} for {space}")
+        return {
+            key: check_actions(sub, actions[key], count, f"{path}[{key!r}]")
+            for key, sub in space.spaces.items()
+        }
+    if isinstance(space, spaces.Tuple):
+        if not isinstance(actions, tuple | list) or len(actions) != len(space.spaces):
+            raise ValueError(f"{path} must be a tuple of {len(space.spaces)} batches for {space}")
+        return tuple(
+            check_actions(sub, part, count, f"{path}[{k}]")
+            for k, (sub, part) in enumerate(zip(space.spaces, actions, strict=True))
+        )
+    if not isinstance(
+        space, spaces.Discrete | spaces.MultiDiscrete | spaces.MultiBinary | spaces.Box
+    ):
+        return actions  # no shared layout: pickled as given, the env validates it
+    array = np.asarray(actions)
+    expected = (count, *space.shape)
+    if array.shape != expected:
+        raise ValueError(
+            f"{path} has shape {array.shape}, expected {expected} for {count} envs of {space}"
+        )
+    if isinstance(space, spaces.Box):
+        if array.dtype.kind not in _NUMERIC_KINDS:
+            raise ValueError(
+                f"{path} has dtype {array.dtype}, expected a numeric dtype for {space}"
+            )
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise ValueError(f"{path} contains NaN or inf for {space}")
+        return array
+    if isinstance(space, spaces.MultiBinary):
+        if array.dtype.kind not in _INTEGER_KINDS + "b":
+            raise ValueError(
+                f"{path} has dtype {array.dtype}, expected integers or bools for {space}"
+            )
+        if array.dtype.kind != "b" and array.size and (array.min() < 0 or array.max() > 1):
+            raise ValueError(f"{path} must contain only 0 and 1 for {space}")
+        return array
+    if array.dtype.kind not in _INTEGER_KINDS:
+        raise ValueError(f"{path} has dtype {array.dtype}, expected integers for {space}")
+    low = space.start
+    high = space.start + space.n if isinstance(space, spaces.Discrete) else space.start + space.nvec
+    if array.size and (np.any(array < low) or np.any(array >= high)):
+        bad = array[(array < low) | (array >= high)]
+        raise ValueError(f"{path} has values {bad[:8].tolist()} outside {space}")
+    return array

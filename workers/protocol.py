@@ -1,0 +1,89 @@
+"""The messages between the parent and a worker, and what a worker is told at start.
+
+Every per-step field travels through shared memory (see :mod:`workers.shared_layout`);
+the pipe carries one short message per worker per command. A message is one tag byte,
+optionally followed by a pickled payload:
+
+========  ==========  ======================================================
+tag       direction   meaning
+========  ==========  ======================================================
+``s``     to worker   step the envs whose ``step_mask`` row is set
+``r``     to worker   reset: payload ``(seeds, options, mask)`` for its envs
+``c``     to worker   call: payload ``(name, args, kwargs)``
+``a``     to worker   set attribute: payload ``(name, values)``
+``x``     to worker   close the envs and exit
+``k``     to parent   done, nothing else to report (the hot path)
+``p``     to parent   done, payload :class:`Reply` or call results
+``e``     to parent   failed, payload :class:`Failure`; the worker then exits
+========  ==========  ======================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+STEP = b"s"
+RESET = b"r"
+CALL = b"c"
+SET_ATTR = b"a"
+CLOSE = b"x"
+
+DONE = b"k"
+DONE_WITH_PAYLOAD = b"p"
+FAILED = b"e"
+
+INFO_MODES = ("full", "episode", "none")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs, sent once at start (picklable)."""
+
+    worker_index: int
+    env_start: int  # global index of this worker's first env
+    env_fns: bytes  # cloudpickled list of env factories, one per env of this worker
+    fields: list[Any]  # shared_layout.Field list, identical to the parent's
+    observations_shared: bool  # False: observations are pickled through the pipe
+    actions_shared: bool
+    autoreset_mode: str  # gymnasium AutoresetMode value: "NextStep", "SameStep", "Disabled"
+    info_mode: str  # one of INFO_MODES
+    spin_seconds: float  # how long to poll before blocking while waiting for a command
+    parent_pid: int
+    cpu: int | None = None  # pin the worker to this core
+
+
+@dataclass
+class InfoEntry:
+    """One env's info for this step, in the order Gymnasium merges them.
+
+    ``final_info``/``final_observation`` are set for SAME_STEP autoresets; then ``info`` is
+    the reset's info. ``final_observation`` is sent only when observations are pickled
+    (otherwise it is in the shared final-observation buffer).
+    """
+
+    env_index: int
+    info: dict[str, Any]
+    ended: bool = False
+    final_info: dict[str, Any] | None = None
+    final_observation: Any = None
+
+
+@dataclass
+class Reply:
+    """What a worker reports beyond the shared arrays after a step or reset."""
+
+    infos: list[InfoEntry] = field(default_factory=list)
+    observations: dict[int, Any] = field(default_factory=dict)  # env index -> obs, if pickled
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An exception raised in a worker, formatted there (tracebacks do not pickle)."""
+
+    worker_index: int
+    env_index: int | None
+    exception_type: str
+    message: str
+    traceback: str
+    phase: str  # "construct", "reset", "step", "call", ...
