@@ -345,3 +345,76 @@ def test_real_trainer_state_round_trips_and_training_goes_on(tmp_path):
     with open(run_dir / "metrics.csv") as stream:
         steps = [int(line.split(",")[0]) for line in stream.readlines()[1:]]
     assert steps == list(range(256, 4096 + 1, 256))  # extended, no duplicated or lost rows
+
+
+def test_rewind_log_drops_rows_after_the_checkpoint_and_half_lines(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("global_step,sps\n100,5\n200,5\n300,5\n40")  # killed mid-line
+    assert checkpoint.rewind_log(path, 200) == 2
+    assert path.read_text() == "global_step,sps\n100,5\n200,5\n"
+    assert checkpoint.rewind_log(path, 200) == 0
+    assert checkpoint.rewind_log(tmp_path / "missing.csv", 5) == 0
+    (tmp_path / "other.csv").write_text("step\n1\n")
+    with pytest.raises(CheckpointError, match="no 'global_step' column"):
+        checkpoint.rewind_log(tmp_path / "other.csv", 0)
+
+
+KILLED_RUN = """
+import sys
+from vecpg.checkpoint import CheckpointCallback
+from vecpg.config import resolve_config
+from vecpg.metrics import MetricsCSV
+from vecpg.trainer import Trainer
+values = dict(env="CartPole-v1", algo="ppo", vector="sync", seed=3, num_envs=4, num_steps=64,
+              total_steps=10_000_000)
+Trainer(resolve_config(cli_values=values), sys.argv[1],
+        callbacks=[MetricsCSV(), CheckpointCallback(1024)]).train()
+"""
+
+
+def metrics_steps(run_dir) -> list[int]:
+    with open(run_dir / "metrics.csv") as stream:
+        return [int(line.split(",")[0]) for line in stream.read().splitlines()[1:]]
+
+
+@pytest.mark.slow
+def test_sigkill_between_checkpoints_then_resume(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from vecpg.metrics import MetricsCSV
+
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(run_dir)])
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            saved = steps_on_disk(run_dir)
+            # killed between checkpoints: rows were logged after the last one
+            if saved and (run_dir / "metrics.csv").exists() and saved[-1] >= 2048:
+                if metrics_steps(run_dir)[-1] > saved[-1]:
+                    break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    latest = load_latest(run_dir)
+    assert metrics_steps(run_dir)[-1] > latest.step  # rows past the checkpoint exist
+
+    assert checkpoint.rewind_log(run_dir / "metrics.csv", latest.step) >= 1
+    resumed = make_trainer(run_dir, [MetricsCSV()], total_steps=latest.step + 2048)
+    resumed.load_state_dict(latest.state)
+    assert resumed.global_step == latest.step
+    assert resumed.update == latest.state["update"] == latest.step // 256
+    assert_same(resumed.learner.state_dict(), latest.state["learner"])
+    summary = resumed.train()
+    assert summary["global_step"] == latest.step + 2048  # training went on
+    assert (
+        resumed.learner.state_dict()["optimizer"]["step"]
+        > latest.state["learner"]["optimizer"]["step"]
+    )
+    assert metrics_steps(run_dir) == list(range(256, latest.step + 2048 + 1, 256))

@@ -293,6 +293,59 @@ def load_any(
     return Checkpoint(path, step, state)
 
 
+def rewind_log(path: str | os.PathLike[str], step: int, *, step_column: str = "global_step") -> int:
+    r"""Drop the rows of a CSV log whose ``step_column`` is after ``step``; atomically.
+
+    A run killed between checkpoints logged rows past its last checkpoint; resuming from
+    that checkpoint logs those steps again. Rewinding ``metrics.csv`` to the checkpoint's
+    step first keeps the file free of duplicated (and lost) steps. A missing file is fine.
+
+    Returns:
+        The number of rows dropped.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "metrics.csv"
+        >>> _ = path.write_text("global_step,sps\n100,5\n200,5\n300,5\n")
+        >>> rewind_log(path, 200), path.read_text()
+        (1, 'global_step,sps\n100,5\n200,5\n')
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    with open(path, newline="", encoding="utf-8") as stream:
+        lines = stream.read().splitlines(keepends=True)
+    if not lines:
+        return 0
+    header = next(csv.reader([lines[0]]))
+    if step_column not in header:
+        raise CheckpointError(f"{path} has no {step_column!r} column to rewind by")
+    column = header.index(step_column)
+    kept = [lines[0]]
+    for line in lines[1:]:
+        fields = next(csv.reader([line]), [])
+        # a line half-written when the process was killed: no newline or missing fields
+        if not line.endswith("\n") or len(fields) != len(header):
+            continue
+        try:
+            row_step = float(fields[column])
+        except ValueError:
+            continue
+        if row_step <= step:
+            kept.append(line)
+    dropped = len(lines) - len(kept)
+    if dropped:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as stream:
+            stream.writelines(kept)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    return dropped
+
+
 def first_nonfinite_entry(state: Any, prefix: str = "") -> str | None:
     """Dotted key of the first floating tensor/array in ``state`` with a NaN/inf, or None.
 
