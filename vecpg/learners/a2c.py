@@ -71,9 +71,9 @@ class A2C(Learner):
         grad_norm = self.gradient_step(loss)
 
         metrics.update(
-            policy_loss=float(policy_loss),
-            value_loss=float(value_loss),
-            entropy=float(entropy_bonus),
+            policy_loss=float(policy_loss.detach()),
+            value_loss=float(value_loss.detach()),
+            entropy=float(entropy_bonus.detach()),
             grad_norm=float(grad_norm),
             explained_variance=explained_variance(buffer.values.reshape(-1), returns),
             learning_rate=self.learning_rate,

@@ -28,6 +28,7 @@ class _Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         self.param_groups = [{"params": params, **hyperparameters}]
         self.step_count = 0
+        self.parameter_steps = [0] * len(params)
         self.buffers: dict[str, list[torch.Tensor]] = {
             name: [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
             for name in self._buffer_names
@@ -56,6 +57,7 @@ class _Optimizer:
             "type": type(self).__name__,
             "group": group,
             "step": self.step_count,
+            "parameter_steps": list(self.parameter_steps),
             "buffers": {k: [b.detach().clone() for b in v] for k, v in self.buffers.items()},
         }
 
@@ -73,6 +75,9 @@ class _Optimizer:
                 buffer.copy_(value)
         self.param_groups[0].update(state["group"])
         self.step_count = int(state["step"])
+        self.parameter_steps = list(
+            state.get("parameter_steps", [self.step_count] * len(self.params))
+        )
 
 
 class Adam(_Optimizer):
@@ -106,17 +111,29 @@ class Adam(_Optimizer):
         if not params:
             return
         self.step_count += 1
-        exp_avg = [self.buffers["exp_avg"][i] for i in indices]
-        exp_avg_sq = [self.buffers["exp_avg_sq"][i] for i in indices]
-        torch._foreach_lerp_(exp_avg, grads, 1.0 - beta1)
-        torch._foreach_mul_(exp_avg_sq, beta2)
-        torch._foreach_addcmul_(exp_avg_sq, grads, grads, value=1.0 - beta2)
-        bias_correction1 = 1.0 - beta1**self.step_count
-        bias_correction2_sqrt = math.sqrt(1.0 - beta2**self.step_count)
-        denominators = torch._foreach_sqrt(exp_avg_sq)
-        torch._foreach_div_(denominators, bias_correction2_sqrt)
-        torch._foreach_add_(denominators, eps)
-        torch._foreach_addcdiv_(params, exp_avg, denominators, value=-lr / bias_correction1)
+        for i in indices:
+            self.parameter_steps[i] += 1
+        # Bias corrections depend on each parameter's own step count (a parameter without
+        # a gradient does not advance, as in torch.optim); usually there is one group.
+        by_step: dict[int, list[int]] = {}
+        for position, i in enumerate(indices):
+            by_step.setdefault(self.parameter_steps[i], []).append(position)
+        for step, positions in by_step.items():
+            group_params = [params[k] for k in positions]
+            group_grads = [grads[k] for k in positions]
+            exp_avg = [self.buffers["exp_avg"][indices[k]] for k in positions]
+            exp_avg_sq = [self.buffers["exp_avg_sq"][indices[k]] for k in positions]
+            torch._foreach_lerp_(exp_avg, group_grads, 1.0 - beta1)
+            torch._foreach_mul_(exp_avg_sq, beta2)
+            torch._foreach_addcmul_(exp_avg_sq, group_grads, group_grads, value=1.0 - beta2)
+            bias_correction1 = 1.0 - beta1**step
+            bias_correction2_sqrt = math.sqrt(1.0 - beta2**step)
+            denominators = torch._foreach_sqrt(exp_avg_sq)
+            torch._foreach_div_(denominators, bias_correction2_sqrt)
+            torch._foreach_add_(denominators, eps)
+            torch._foreach_addcdiv_(
+                group_params, exp_avg, denominators, value=-lr / bias_correction1
+            )
 
 
 class RMSprop(_Optimizer):

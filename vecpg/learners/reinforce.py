@@ -75,14 +75,14 @@ class REINFORCE(Learner):
         if config.use_baseline:
             value_loss = 0.5 * _masked_mean((values - returns).square(), mask, count)
             loss = loss + config.vf_coef * value_loss
-            metrics["value_loss"] = float(value_loss)
+            metrics["value_loss"] = float(value_loss.detach())
             metrics["explained_variance"] = explained_variance(
                 values.detach()[complete], returns[complete]
             )
         grad_norm = self.gradient_step(loss)
         metrics.update(
-            policy_loss=float(policy_loss),
-            entropy=float(entropy_bonus),
+            policy_loss=float(policy_loss.detach()),
+            entropy=float(entropy_bonus.detach()),
             grad_norm=float(grad_norm),
             learning_rate=self.learning_rate,
         )

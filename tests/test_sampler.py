@@ -1,0 +1,186 @@
+"""Sampler: what lands in the buffer, checked against a deterministic env by hand.
+
+CountingEnv's observation is the step count inside the episode; the fake critic values an
+observation x at 10 * x + 1, so every stored value says which observation it came from.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from vecpg.buffer import RolloutBuffer
+from vecpg.normalization import ObservationNormalizer, normalized_space
+from vecpg.sampler import GymnasiumVectorAdapter, Sampler
+
+SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
+
+
+class CountingEnv(gym.Env):
+    """Observation [c] where c counts steps in the episode; ends after ``length`` steps."""
+
+    def __init__(self, length: int = 3, ending: str = "terminate", dict_obs: bool = False):
+        self.length, self.ending, self.dict_obs = length, ending, dict_obs
+        box = gym.spaces.Box(0.0, 100.0, (1,), np.float32)
+        self.observation_space = gym.spaces.Dict({"count": box}) if dict_obs else box
+        self.action_space = gym.spaces.Discrete(2)
+        self.count = 0
+
+    def _observation(self):
+        observation = np.array([self.count], dtype=np.float32)
+        return {"count": observation} if self.dict_obs else observation
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.count = 0
+        return self._observation(), {}
+
+    def step(self, action):
+        self.count += 1
+        ended = self.count >= self.length
+        terminated = ended and self.ending in ("terminate", "both")
+        truncated = ended and self.ending in ("truncate", "both")
+        return self._observation(), float(self.count), terminated, truncated, {}
+
+
+class CountingCritic(torch.nn.Module):
+    """act/value/to_env_actions like ActorCritic; V(x) = 10 * x + 1, action always 1."""
+
+    def value(self, observations):
+        if isinstance(observations, dict):
+            observations = observations["count"]
+        return 10.0 * observations[:, 0].float() + 1.0
+
+    def act(self, observations):
+        values = self.value(observations)
+        actions = torch.ones(values.shape[0], dtype=torch.int64)
+        return actions, torch.full_like(values, -0.5), values
+
+    def to_env_actions(self, actions):
+        return actions.numpy()
+
+
+ENVS = [(3, "terminate"), (2, "truncate"), (4, "truncate"), (3, "both")]
+T = 7
+
+
+def make_sampler(dict_obs=False, normalize=False):
+    fns = [
+        (lambda length=length, ending=ending: CountingEnv(length, ending, dict_obs))
+        for length, ending in ENVS
+    ]
+    env = GymnasiumVectorAdapter(gym.vector.SyncVectorEnv(fns, autoreset_mode=SAME_STEP))
+    space = env.single_observation_space
+    normalizer = ObservationNormalizer(space) if normalize else None
+    buffer_space = normalized_space(space) if normalize else space
+    buffer = RolloutBuffer(buffer_space, env.single_action_space, T, len(ENVS))
+    sampler = Sampler(env, CountingCritic(), buffer, observation_normalizer=normalizer)
+    return env, buffer, sampler
+
+
+def expected_rollout(start_counts=(0, 0, 0, 0)):
+    """Hand-simulated [T, N] fields of the counting envs starting from ``start_counts``."""
+    counts = np.array(start_counts, dtype=np.float64)
+    observations, rewards, terms, truncs, final_values = (
+        np.zeros((T, len(ENVS))) for _ in range(5)
+    )
+    for t in range(T):
+        observations[t] = counts
+        counts = counts + 1
+        rewards[t] = counts
+        for i, (length, ending) in enumerate(ENVS):
+            if counts[i] >= length:
+                terms[t, i] = ending in ("terminate", "both")
+                truncs[t, i] = ending in ("truncate", "both")
+                if ending == "truncate":
+                    final_values[t, i] = 10.0 * counts[i] + 1.0  # V(final obs)
+                counts[i] = 0
+    return observations, rewards, terms.astype(bool), truncs.astype(bool), final_values, counts
+
+
+@pytest.mark.parametrize("dict_obs", [False, True], ids=["box", "dict"])
+def test_buffer_holds_what_the_env_and_policy_did(dict_obs):
+    env, buffer, sampler = make_sampler(dict_obs=dict_obs)
+    try:
+        sampler.reset(seed=0)
+        sampler.collect()
+        observations, rewards, terms, truncs, final_values, counts = expected_rollout()
+        stored = buffer.observations["count"] if dict_obs else buffer.observations
+        np.testing.assert_array_equal(stored[..., 0].numpy(), observations)
+        np.testing.assert_array_equal(buffer.values.numpy(), 10 * observations + 1)
+        np.testing.assert_array_equal(buffer.rewards.numpy(), rewards)
+        np.testing.assert_array_equal(buffer.terminations.numpy(), terms)
+        np.testing.assert_array_equal(buffer.truncations.numpy(), truncs)
+        assert (buffer.actions == 1).all() and (buffer.log_probs == -0.5).all()
+        # V(final obs) exactly where truncated and not terminated; nothing on termination.
+        np.testing.assert_array_equal(buffer.final_values.numpy(), final_values)
+        assert buffer.final_values[torch.from_numpy(terms)].eq(0).all()
+        # next_values: V(s_{t+1}) inside episodes, V(final obs) at truncations, V(next obs) last.
+        expected_next = np.vstack([10 * observations[1:] + 1, 10 * counts[None] + 1])
+        bootstrapped = truncs & ~terms
+        expected_next[bootstrapped] = final_values[bootstrapped]
+        done = terms | truncs
+        np.testing.assert_array_equal(buffer.next_values.numpy()[~terms], expected_next[~terms])
+        assert done.sum() > 0 and bootstrapped.sum() >= 3
+    finally:
+        env.close()
+
+
+def test_rollouts_continue_where_the_last_one_stopped_and_count_episodes():
+    env, buffer, sampler = make_sampler()
+    try:
+        sampler.reset(seed=0)
+        sampler.collect()
+        *_, counts = expected_rollout()
+        sampler.collect()
+        observations, *_ = expected_rollout(tuple(counts))
+        np.testing.assert_array_equal(buffer.observations[..., 0].numpy(), observations)
+        assert sampler.global_step == 2 * T * len(ENVS)
+        # Episodes of length L return 1 + 2 + ... + L and there were 2T steps per env.
+        finished = sum((2 * T) // length for length, _ in ENVS)
+        assert sampler.episodes_finished == finished
+        returns = {length * (length + 1) / 2 for length, _ in ENVS}
+        assert set(sampler.episode_returns) <= returns
+        assert len(sampler.episode_returns) == min(finished, 20)
+        assert sampler.episode_length_mean() == pytest.approx(np.mean(sampler.episode_lengths))
+    finally:
+        env.close()
+
+
+def test_observation_normalization_is_applied_to_stored_and_final_observations():
+    env, buffer, sampler = make_sampler(normalize=True)
+    try:
+        sampler.reset(seed=0)
+        sampler.collect()
+        stats = sampler.observation_normalizer.stats[""]
+        assert stats.count == pytest.approx(T * len(ENVS) + 1e-4)
+        assert buffer.observations.dtype == torch.float32
+        assert buffer.observations.abs().max() <= 10.0
+        # The fake critic reads the normalized inputs: V = 10 * x_normalized + 1.
+        np.testing.assert_allclose(
+            buffer.values.numpy(), 10 * buffer.observations[..., 0].numpy() + 1, rtol=1e-5
+        )
+    finally:
+        env.close()
+
+
+def test_adapter_reports_final_observations_and_episode_statistics():
+    env = GymnasiumVectorAdapter(
+        gym.vector.SyncVectorEnv(
+            [lambda: CountingEnv(2, "truncate"), lambda: CountingEnv(3, "terminate")],
+            autoreset_mode=SAME_STEP,
+        )
+    )
+    try:
+        env.reset(seed=0)
+        env.step(np.array([0, 0]))
+        assert not env.episode_ended.any()
+        observations, *_ = env.step(np.array([0, 0]))
+        assert env.episode_ended.tolist() == [True, False]
+        assert env.has_final_observation.tolist() == [True, False]
+        assert env.final_observations[0, 0] == 2.0 and observations[0, 0] == 0.0
+        assert env.episode_returns[0] == 3.0 and env.episode_lengths[0] == 2
+    finally:
+        env.close()
