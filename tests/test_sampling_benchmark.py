@@ -1,0 +1,216 @@
+"""Tests of the sampling benchmark harness (vecpg.sampling_benchmark), `vecpg bench` and the
+target checks of benchmarks/sampling.py. Tiny runs only; no wall-clock assertions."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from vecpg import sampling_benchmark
+from vecpg.cli import main as cli_main
+
+HAS_VECPG_VECTOR = importlib.util.find_spec("vecpg.vector") is not None
+TINY = {"repeats": 1, "seconds": 0.0, "warmup_seconds": 0.0, "min_steps": 3, "log": None}
+POINT_FIELDS = {
+    "workload", "num_envs", "vectorizer", "kind", "num_workers", "wait",
+    "is_vecpg_default", "status", "reason", "runs",
+}  # fmt: skip
+
+
+def load_script():
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "sampling.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_sampling", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_grid_is_well_formed_json_with_positive_rates():
+    report = sampling_benchmark.run_grid(
+        workloads=["cartpole", "busy", "image"],
+        num_envs=[2],
+        num_workers=[None],
+        peers=["sync", "async", "envpool", "pufferlib"],
+        step_cost_us=5.0,
+        checks=False,
+        **TINY,
+    )
+    report = json.loads(json.dumps(report))  # JSON-able, and what the file will hold
+    assert {"settings", "machine", "workloads", "points", "memory", "cold_start"} <= set(report)
+    assert report["machine"]["usable_cores"] >= 1
+    assert report["machine"]["versions"]["gymnasium"]
+    for name in ["cartpole", "busy", "image"]:
+        workload = report["workloads"][name]
+        assert workload["single_env_steps_per_second"] > 0
+        assert workload["ideal_steps_per_second"] == pytest.approx(
+            workload["single_env_steps_per_second"] * report["machine"]["usable_cores"]
+        )
+    by_key = {(point["workload"], point["vectorizer"]): point for point in report["points"]}
+    assert len(by_key) == len(report["points"]) == 3 * 5
+    for point in report["points"]:
+        assert POINT_FIELDS <= set(point)
+        if point["status"] == "ok":
+            assert point["steps_per_second"] > 0 and point["construction_s"] > 0
+            assert len(point["runs"]) == 1 and point["runs"][0]["vector_steps"] >= 3
+            assert point["fraction_of_ideal"] > 0
+        else:
+            assert point["status"] == "skipped" and point["reason"], point
+    for name in ["cartpole", "busy", "image"]:
+        for peer in ["sync", "async"]:
+            assert by_key[(name, peer)]["status"] == "ok"
+        assert by_key[(name, "sync")]["ratio_vs_sync"] == pytest.approx(1.0)
+        assert by_key[(name, "async")]["ratio_vs_async"] == pytest.approx(1.0)
+        assert by_key[(name, "pufferlib")]["status"] == "skipped"
+    assert "Python-env" in by_key[("image", "envpool")]["reason"]
+    vecpg_point = by_key[("cartpole", "vecpg(w=default,wait=default)")]
+    assert vecpg_point["is_vecpg_default"]
+    assert vecpg_point["status"] == ("ok" if HAS_VECPG_VECTOR else "skipped")
+
+
+def test_missing_peer_is_skipped_with_a_reason(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "stable_baselines3" else real_find_spec(name, *args),
+    )
+    report = sampling_benchmark.run_grid(
+        workloads=["cartpole"], num_envs=[2], num_workers=[], peers=["sync", "sb3"], checks=False, **TINY
+    )  # fmt: skip
+    sb3 = next(point for point in report["points"] if point["kind"] == "sb3")
+    assert sb3["status"] == "skipped"
+    assert "stable_baselines3 is not installed" in sb3["reason"]
+    assert "runs" in sb3 and "steps_per_second" not in sb3
+    assert "skipped: stable_baselines3 is not installed" in sampling_benchmark.format_table(report)
+
+
+def test_per_workload_num_envs_and_too_many_workers_are_skipped():
+    report = sampling_benchmark.run_grid(
+        workloads=["cartpole", "image"],
+        num_envs={"cartpole": [2], "image": [1]},
+        num_workers=[2],
+        peers=["sync"],
+        checks=False,
+        **TINY,
+    )
+    sizes = {(point["workload"], point["num_envs"]) for point in report["points"]}
+    assert sizes == {("cartpole", 2), ("image", 1)}
+    image_vecpg = next(
+        p for p in report["points"] if p["workload"] == "image" and p["kind"] == "vecpg"
+    )
+    assert image_vecpg["status"] == "skipped"
+    expected = "num_workers=2 > num_envs=1" if HAS_VECPG_VECTOR else "not installed"
+    assert expected in image_vecpg["reason"]
+
+
+@pytest.mark.skipif(not HAS_VECPG_VECTOR, reason="vecpg.vector has not landed")
+def test_worker_memory_and_cold_start_checks():
+    workload = sampling_benchmark.make_workload("cartpole")
+    memory = sampling_benchmark.measure_worker_memory(workload, num_envs=2)
+    assert memory["status"] == "ok"
+    assert len(memory["worker_uss_mb"]) == memory["num_workers"] >= 1
+    assert all(uss > 0 for uss in memory["worker_uss_mb"]) and memory["baseline_uss_mb"] > 0
+    assert memory["torch_in_workers"] is False
+    cold = sampling_benchmark.measure_cold_start("cartpole", num_envs=2)
+    assert cold["status"] == "ok" and cold["seconds"] > 0
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="workload"):
+        sampling_benchmark.make_workload("pong")
+    with pytest.raises(ValueError, match="peer"):
+        sampling_benchmark.run_grid(peers=["ray"], **TINY)
+    with pytest.raises(ValueError, match="wait"):
+        sampling_benchmark.run_grid(waits=["sleep"], **TINY)
+    with pytest.raises(ValueError, match="repeats"):
+        sampling_benchmark.run_grid(**{**TINY, "repeats": 0})
+
+
+def test_busy_workload_runs_identical_work_everywhere():
+    workload = sampling_benchmark.make_workload("busy", step_cost_us=50.0)
+    first, second = workload.make_env(), workload.make_env()
+    assert first.iterations == second.iterations > 0
+    assert str(first.iterations) in workload.description
+
+
+def test_vecpg_bench_command_writes_json(tmp_path, capsys):
+    out = tmp_path / "nested" / "bench.json"
+    argv = ["bench", "--num-envs", "2", "--num-workers", "1", "--peers", "sync", "--repeats", "1"]
+    argv += ["--seconds", "0", "--warmup-seconds", "0", "--min-steps", "2", "--no-checks"]
+    assert cli_main([*argv, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert {point["vectorizer"] for point in report["points"]} == {
+        "vecpg(w=1,wait=default)",
+        "sync",
+    }
+    printed = capsys.readouterr().out
+    assert "steps/s" in printed and "sync" in printed
+
+
+def test_vecpg_bench_rejects_bad_values(capsys):
+    assert cli_main(["bench", "--seconds", "-1", "--no-checks"]) == 2
+    assert "--seconds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["bench", "--num-workers", "0"])
+
+
+def test_harness_does_not_import_torch():
+    code = "import sys, vecpg.sampling_benchmark, vecpg.commands.bench; assert 'torch' not in sys.modules"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _point(
+    workload, num_envs, vectorizer, rate, *, sync=None, asyn=None, workers=None, default=False
+):
+    return {
+        "workload": workload, "num_envs": num_envs, "vectorizer": vectorizer,
+        "kind": "vecpg" if vectorizer.startswith("vecpg") else vectorizer,
+        "num_workers": workers, "wait": None, "is_vecpg_default": default, "status": "ok",
+        "steps_per_second": rate, "ratio_vs_sync": sync, "ratio_vs_async": asyn,
+        "resolved_num_workers": 2 if default else workers,
+    }  # fmt: skip
+
+
+def test_targets_pass_fail_and_skip():
+    script = load_script()
+    report = {
+        "settings": {"step_cost_us": 100.0},
+        "points": [
+            _point("cartpole", 32, "vecpg(w=default,wait=default)", 100.0, sync=1.3, asyn=7.0, default=True),
+            _point("cartpole", 32, "vecpg(w=1,wait=default)", 120.0, sync=0.95, asyn=9.0, workers=1),
+            _point("image", 16, "vecpg(w=default,wait=default)", 50.0, sync=1.1, asyn=20.0, default=True),
+        ],
+        "memory": {"status": "ok", "overhead_mb": 3.0, "worker_uss_mb": [9.0], "baseline_uss_mb": 6.0,
+                   "torch_in_workers": True},
+        "cold_start": {"status": "ok", "num_envs": 32, "seconds": 2.5, "num_workers": 2},
+    }  # fmt: skip
+    statuses = {target["name"]: target["status"] for target in script.evaluate_targets(report)}
+    assert statuses["CartPole-v1 x32, defaults vs Sync"] == "PASS"
+    assert statuses["CartPole-v1 x32, defaults vs Async"] == "FAIL"
+    assert statuses["BusyEnv 100us x32, defaults vs Sync"] == "SKIP"
+    assert statuses["84x84x4 uint8 x16, defaults vs Sync"] == "PASS"
+    assert statuses["84x84x4 uint8 x16, defaults vs Async"] == "PASS"
+    assert statuses["CartPole-v1 x32, 1 worker vs Sync"] == "PASS"
+    assert statuses["worker private memory beyond its envs < 20 MB"] == "PASS"
+    assert statuses["no torch in the workers"] == "FAIL"
+    assert statuses["32 envs up and stepping < 2 s (fresh interpreter)"] == "FAIL"
+    # defaults (100) vs best (120): 83% -> FAIL; image has a single configuration -> no line
+    assert statuses["cartpole x32, defaults within 10% of best vecpg configuration"] == "FAIL"
+    assert not any(name.startswith("image x16, defaults within") for name in statuses)
+
+
+def test_script_quick_defaults_keep_explicit_options():
+    script = load_script()
+    argv = ["--quick", "--peers", "sync", "sb3"]
+    args = script.build_parser().parse_args(argv)
+    script.apply_quick(args, argv)
+    assert args.peers == ["sync", "sb3"]
+    assert args.num_workers == [None, 1, 2] and args.wait == ["default"] and args.seconds == 0.5
