@@ -15,7 +15,7 @@ BATCH = 4
 
 OBSERVATION_SPACES = {
     "box_vector": gym.spaces.Box(-1.0, 1.0, (5,), np.float32),
-    "image_hwc": gym.spaces.Box(0, 255, (84, 84, 3), np.uint8),
+    "image_hwc": gym.spaces.Box(0, 255, (40, 44, 3), np.uint8),
     "image_chw": gym.spaces.Box(0, 255, (4, 36, 36), np.uint8),
     "discrete": gym.spaces.Discrete(5, start=2),
     "multidiscrete": gym.spaces.MultiDiscrete([2, 4, 3], start=[0, -1, 5]),

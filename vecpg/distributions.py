@@ -87,6 +87,17 @@ class Distribution:
         raise NotImplementedError
 
 
+def _gumbel_max(log_probs: torch.Tensor) -> torch.Tensor:
+    """Indices drawn from the categoricals along the last dim (no gradient).
+
+    argmax(log p + Gumbel noise) is an exact sample; it costs about half of
+    ``torch.multinomial`` on the small CPU batches of a rollout step, and padded ``-inf``
+    choices stay impossible.
+    """
+    uniform = torch.rand_like(log_probs)
+    return (log_probs.detach() - torch.log(-torch.log(uniform))).argmax(-1)
+
+
 def _categorical_entropy(log_probs: torch.Tensor) -> torch.Tensor:
     # Clamping -inf log-probabilities (masked or padded choices) keeps 0 * log 0 at 0
     # instead of NaN, without changing any finite term.
@@ -121,8 +132,7 @@ class Categorical(Distribution):
         return self.logits.exp()
 
     def sample(self) -> torch.Tensor:
-        indices = torch.multinomial(self.probs.detach(), 1).squeeze(-1)
-        return indices + self.start
+        return _gumbel_max(self.logits) + self.start
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         indices = (actions.long() - self.start).unsqueeze(-1)
@@ -169,9 +179,7 @@ class MultiCategorical(Distribution):
         return (indices + self.start).reshape(indices.shape[0], *self.action_shape)
 
     def sample(self) -> torch.Tensor:
-        batch, dimensions, size = self.logits.shape
-        probs = self.logits.detach().exp().reshape(batch * dimensions, size)
-        return self._to_actions(torch.multinomial(probs, 1).reshape(batch, dimensions))
+        return self._to_actions(_gumbel_max(self.logits))
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         indices = actions.long().reshape(actions.shape[0], -1) - self.start
@@ -371,6 +379,9 @@ class CategoricalHead(ActionHead):
 class MultiCategoricalHead(ActionHead):
     """MultiDiscrete -> :class:`MultiCategorical` (one logit per choice of every dimension)."""
 
+    start: torch.Tensor
+    padded_positions: torch.Tensor | None
+
     def __init__(self, action_space: gym.spaces.MultiDiscrete, in_features: int) -> None:
         sizes = [int(size) for size in np.asarray(action_space.nvec).reshape(-1)]
         super().__init__(action_space, in_features, sum(sizes))
@@ -401,7 +412,9 @@ class MultiCategoricalHead(ActionHead):
 class BernoulliHead(ActionHead):
     """MultiBinary -> :class:`Bernoulli`; also Discrete(2) with a single logit."""
 
-    def __init__(self, action_space: gym.Space, in_features: int) -> None:
+    def __init__(
+        self, action_space: gym.spaces.MultiBinary | gym.spaces.Discrete, in_features: int
+    ) -> None:
         if isinstance(action_space, gym.spaces.Discrete):
             if int(action_space.n) != 2:
                 raise ConfigError(
@@ -424,7 +437,9 @@ class GaussianHead(ActionHead):
     """Box -> :class:`DiagGaussian` (or :class:`TanhGaussian` with ``squash=True``).
 
     The mean depends on the features; ``log_std`` is a state-independent parameter,
-    clamped to ``log_std_bounds`` here and only here.
+    clamped to ``log_std_bounds`` here and only here. The clamp is hard: outside the
+    bounds its gradient is zero, so the bounds are a guard against a diverging std (NaN
+    log-probabilities, a collapsed policy), not a knob to tune the exploration with.
     """
 
     def __init__(
@@ -509,8 +524,7 @@ def for_action_space(
         >>> head(torch.zeros(5, 4)).sample().shape
         torch.Size([5])
     """
-    is_box = isinstance(space, gym.spaces.Box)
-    if squash and not is_box:
+    if squash and not isinstance(space, gym.spaces.Box):
         raise ConfigError(f"squash=True applies to Box action spaces only, got {space}")
     if isinstance(space, gym.spaces.Discrete):
         if discrete_as_bernoulli:
@@ -520,7 +534,7 @@ def for_action_space(
         return MultiCategoricalHead(space, in_features)
     if isinstance(space, gym.spaces.MultiBinary):
         return BernoulliHead(space, in_features)
-    if is_box and np.issubdtype(space.dtype, np.floating):
+    if isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating):
         return GaussianHead(
             space,
             in_features,

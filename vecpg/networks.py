@@ -156,8 +156,14 @@ def _image_layout(space: gym.spaces.Box) -> str | None:
     return layout if min(height, width) >= MIN_IMAGE_SIZE else None
 
 
-class _FlattenEncoder(nn.Module):
-    def __init__(self, space: gym.Space) -> None:
+class _Encoder(nn.Module):
+    """An observation encoder for one space: ``[B, ...]`` -> float ``[B, out_features]``."""
+
+    out_features: int
+
+
+class _FlattenEncoder(_Encoder):
+    def __init__(self, space: gym.spaces.Box | gym.spaces.MultiBinary) -> None:
         super().__init__()
         self.out_features = int(np.prod(space.shape))
 
@@ -165,7 +171,7 @@ class _FlattenEncoder(nn.Module):
         return observations.reshape(observations.shape[0], -1).float()
 
 
-class _ImageEncoder(nn.Module):
+class _ImageEncoder(_Encoder):
     def __init__(self, space: gym.spaces.Box, layout: str) -> None:
         super().__init__()
         shape = space.shape
@@ -190,8 +196,11 @@ class _ImageEncoder(nn.Module):
         return self.cnn(images.float() / 255.0)
 
 
-class _OneHotEncoder(nn.Module):
+class _OneHotEncoder(_Encoder):
     """Discrete (one index) or MultiDiscrete (one one-hot per dimension, concatenated)."""
+
+    start: torch.Tensor
+    columns: torch.Tensor
 
     def __init__(self, space: gym.spaces.Discrete | gym.spaces.MultiDiscrete) -> None:
         super().__init__()
@@ -213,7 +222,7 @@ class _OneHotEncoder(nn.Module):
         return one_hot.index_select(1, self.columns).float()
 
 
-class _ConcatEncoder(nn.Module):
+class _ConcatEncoder(_Encoder):
     """Dict or Tuple: one encoder per entry, features concatenated in the space's order."""
 
     def __init__(self, space: gym.spaces.Dict | gym.spaces.Tuple) -> None:
@@ -227,8 +236,9 @@ class _ConcatEncoder(nn.Module):
         if not subspaces:
             raise ConfigError(f"observation space {space} has no entries to encode")
         # A ModuleList, not a ModuleDict: Dict keys may contain dots, which ModuleDict rejects.
-        self.encoders = nn.ModuleList(_encoder_for(subspace) for subspace in subspaces)
-        self.out_features = sum(encoder.out_features for encoder in self.encoders)
+        encoders = [_encoder_for(subspace) for subspace in subspaces]
+        self.encoders = nn.ModuleList(encoders)
+        self.out_features = sum(encoder.out_features for encoder in encoders)
 
     def forward(self, observations) -> torch.Tensor:
         return torch.cat(
@@ -240,7 +250,7 @@ class _ConcatEncoder(nn.Module):
         )
 
 
-def _encoder_for(space: gym.Space) -> nn.Module:
+def _encoder_for(space: gym.Space) -> _Encoder:
     if isinstance(space, gym.spaces.Box):
         layout = _image_layout(space)
         return _ImageEncoder(space, layout) if layout else _FlattenEncoder(space)
@@ -280,8 +290,9 @@ class ObservationEncoder(nn.Module):
     def __init__(self, observation_space: gym.Space) -> None:
         super().__init__()
         self.observation_space = observation_space
-        self.encoder = _encoder_for(observation_space)
-        self.out_features: int = self.encoder.out_features
+        encoder = _encoder_for(observation_space)
+        self.encoder = encoder
+        self.out_features = encoder.out_features
 
     def forward(self, observations) -> torch.Tensor:
         """Observations (a tensor, or a dict/tuple of them) ``[B, ...]`` -> ``[B, out_features]``."""
