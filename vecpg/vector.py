@@ -283,6 +283,8 @@ class SubprocVectorEnv(VectorEnv):
                 info_mode=self.info_mode,
                 spin_seconds=self._spin_seconds,
                 parent_pid=os.getpid(),
+                observation_space=self.single_observation_space,
+                action_space=self.single_action_space,
                 cpu=cpus[w],
             )
             for w, (start, stop) in enumerate(self._worker_ranges)

@@ -167,6 +167,16 @@ class EnvRunner:
                 pass
 
 
+def _check_spaces(env: Any, spec: WorkerSpec) -> None:
+    for kind, expected in (("observation", spec.observation_space), ("action", spec.action_space)):
+        actual = getattr(env, f"{kind}_space")
+        if actual != expected:
+            raise RuntimeError(
+                f"this env's {kind} space {actual} differs from env 0's {expected}: "
+                "all envs of a vector env must have the same spaces"
+            )
+
+
 def _parent_alive(parent_pid: int) -> bool:
     try:
         os.kill(parent_pid, 0)
@@ -208,7 +218,9 @@ def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any
         envs = []
         for local, env_fn in enumerate(env_fns):
             env_index = spec.env_start + local
-            envs.append(env_fn())
+            env = env_fn()
+            envs.append(env)
+            _check_spaces(env, spec)
         env_index = None
         arrays = Layout(spec.fields).views(shared_buffer)
         runner = EnvRunner(spec, envs, arrays)

@@ -50,6 +50,8 @@ class WorkerSpec:
     info_mode: str  # one of INFO_MODES
     spin_seconds: float  # how long to poll before blocking while waiting for a command
     parent_pid: int
+    observation_space: Any  # every env must have exactly these single-env spaces
+    action_space: Any
     cpu: int | None = None  # pin the worker to this core
 
 
