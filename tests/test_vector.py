@@ -220,11 +220,13 @@ def test_episode_infos_mode_reports_finished_episodes_only():
         seen = 0
         lengths = np.zeros(3, dtype=np.int64)
         returns = np.zeros(3)
+        resetting = np.zeros(3, dtype=bool)  # NEXT_STEP: the step after an end only resets
         for _ in range(60):
             _, rewards, terminations, truncations, infos = envs.step(np.zeros(3, dtype=np.int64))
-            lengths += 1
+            lengths += ~resetting
             returns += rewards
             ended = terminations | truncations
+            resetting = ended
             if ended.any():
                 np.testing.assert_array_equal(infos["_episode"], ended)
                 np.testing.assert_array_equal(infos["episode"]["l"][ended], lengths[ended])
