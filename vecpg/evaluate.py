@@ -125,16 +125,19 @@ def load_policy(source: str | os.PathLike[str], *, device: str = "cpu") -> Loade
                 "holds no normalizer statistics"
             )
         normalizer.load_state_dict(saved_statistics)
-    policy = ActorCritic(
-        normalized_space(observation_space) if normalizer is not None else observation_space,
-        action_space,
-        hidden_sizes=tuple(config.hidden_sizes),
-        activation=config.activation,
-        shared_trunk=config.shared_trunk,
-        squash=config.squash,
-        log_std_init=config.log_std_init,
-        ortho_init=False,  # the weights are about to be overwritten
-    )
+    # The layers' default init draws from torch's global RNG; fork it so loading a policy
+    # does not shift the caller's random stream (the weights are overwritten anyway).
+    with torch.random.fork_rng(devices=[]):
+        policy = ActorCritic(
+            normalized_space(observation_space) if normalizer is not None else observation_space,
+            action_space,
+            hidden_sizes=tuple(config.hidden_sizes),
+            activation=config.activation,
+            shared_trunk=config.shared_trunk,
+            squash=config.squash,
+            log_std_init=config.log_std_init,
+            ortho_init=False,
+        )
     try:
         policy.load_state_dict(checkpoint.state["policy"])
     except (RuntimeError, KeyError, ValueError) as error:
@@ -305,11 +308,13 @@ def record_video(
     missing moviepy or an env that cannot render: returns a :class:`VideoResult` whose
     ``skipped`` says why, so the evaluation itself still runs.
     """
-    if importlib.util.find_spec("moviepy") is None:
-        return VideoResult(skipped="moviepy is not installed (pip install 'vecpg[video]')")
     made = _make_render_env(loaded.config.env)
     if isinstance(made, str):
         return VideoResult(skipped=made)
+    # Checked before RecordVideo, which creates the folder before it looks for moviepy.
+    if importlib.util.find_spec("moviepy") is None:
+        made.close()
+        return VideoResult(skipped="moviepy is not installed (pip install 'vecpg[video]')")
     directory = Path(directory)
     before = set(directory.glob("*.mp4")) if directory.is_dir() else set()
     prefix = re.sub(r"[^A-Za-z0-9_.-]+", "-", loaded.config.env).strip("-")
