@@ -75,9 +75,16 @@ def check_actions(space: spaces.Space, actions: Any, count: int, path: str = "ac
         return array
     if array.dtype.kind not in _INTEGER_KINDS:
         raise ValueError(f"{path} has dtype {array.dtype}, expected integers for {space}")
-    low = space.start
-    high = space.start + space.n if isinstance(space, spaces.Discrete) else space.start + space.nvec
-    if array.size and (np.any(array < low) or np.any(array >= high)):
-        bad = array[(array < low) | (array >= high)]
-        raise ValueError(f"{path} has values {bad[:8].tolist()} outside {space}")
-    return array
+    if not array.size:
+        return array
+    if isinstance(space, spaces.Discrete):
+        # min/max are the cheapest full check: this runs every step.
+        low, high = int(space.start), int(space.start + space.n)
+        if array.min() >= low and array.max() < high:
+            return array
+    else:
+        low, high = space.start, space.start + space.nvec
+        if not ((array < low) | (array >= high)).any():
+            return array
+    bad = array[(array < low) | (array >= high)]
+    raise ValueError(f"{path} has values {bad[:8].tolist()} outside {space}")

@@ -61,7 +61,10 @@ from workers.shared_layout import (
     take_rows,
 )
 
-_SPIN_SECONDS = 50e-6  # bounded spin before blocking, only when there are spare cores
+_SPIN_SECONDS = 50e-6
+_STEP_MESSAGE = protocol.frame(
+    protocol.STEP
+)  # bounded spin before blocking, only when there are spare cores
 
 
 class AsyncBatch(NamedTuple):
@@ -99,8 +102,8 @@ class SubprocVectorEnv(VectorEnv):
         batch_size: envs returned by :meth:`recv` (default: all).
         step_timeout: seconds a step may take before :class:`~vecpg.errors.WorkerTimeoutError`
             (None: no limit, but a dead worker is still detected at once).
-        wait: ``"block"``, ``"spin"`` (poll ~50 µs before blocking) or ``"auto"`` (spin only
-            when every worker and the parent have a core of their own).
+        wait: ``"block"``, ``"spin"`` (poll for up to 1 ms, yielding the core between polls,
+            before blocking) or ``"auto"`` (currently ``"spin"``; see ``_SPIN_SECONDS``).
         cpu_affinity: None, True (pin worker ``w`` to usable core ``w % cores``) or a list of
             core ids, one per worker.
         daemon: start workers as daemon processes (they cannot start processes of their own).
@@ -184,8 +187,7 @@ class SubprocVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
-        spin = wait == "spin" or (wait == "auto" and self.num_workers + 1 <= usable_cores())
-        self._spin_seconds = _SPIN_SECONDS if spin else 0.0
+        self._spin_seconds = 0.0 if wait == "block" else _SPIN_SECONDS
         self._build_shared_memory(shared_memory)
         self._start_workers(context, daemon, step_timeout, cpu_affinity)
 
@@ -249,6 +251,7 @@ class SubprocVectorEnv(VectorEnv):
                 f"{multiprocessing.get_all_start_methods()}"
             )
         mp_context = multiprocessing.get_context(start_method)
+        self.start_method = start_method
         if start_method == "forkserver":
             # Import the worker's modules once in the fork server, so each worker shares
             # their pages instead of importing them privately (a worker's private memory is
@@ -351,7 +354,9 @@ class SubprocVectorEnv(VectorEnv):
             local_mask = None if mask is None else mask[start:stop].tolist()
             if local_mask is not None and not any(local_mask):
                 continue
-            message = protocol.RESET + cloudpickle.dumps((seeds[start:stop], options, local_mask))
+            message = protocol.frame(
+                protocol.RESET, cloudpickle.dumps((seeds[start:stop], options, local_mask))
+            )
             self._send(w, message)
             workers.append(w)
         replies = self._collect(workers, phase="reset")
@@ -528,7 +533,12 @@ class SubprocVectorEnv(VectorEnv):
         self._needs_reset[:] = False
         self._ready.clear()
         for w, (start, stop) in enumerate(self._worker_ranges):
-            self._send(w, protocol.RESET + cloudpickle.dumps((seeds[start:stop], options, None)))
+            self._send(
+                w,
+                protocol.frame(
+                    protocol.RESET, cloudpickle.dumps((seeds[start:stop], options, None))
+                ),
+            )
             self._busy_workers.add(w)
             self._dispatched[w] = np.arange(start, stop)
         self._in_flight[:] = True
@@ -598,9 +608,10 @@ class SubprocVectorEnv(VectorEnv):
 
     def _dispatch_step(self, w: int, pickled_actions: dict[int, Any] | None) -> None:
         """Tell worker ``w`` to step the envs of its ``step_mask`` rows."""
-        message = protocol.STEP
-        if pickled_actions is not None:
-            message += cloudpickle.dumps(pickled_actions)
+        if pickled_actions is None:
+            message = _STEP_MESSAGE
+        else:
+            message = protocol.frame(protocol.STEP, cloudpickle.dumps(pickled_actions))
         self._send(w, message)
         self._busy_workers.add(w)
 
@@ -708,7 +719,7 @@ class SubprocVectorEnv(VectorEnv):
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
         """Call ``name`` on every env (or read it, if not callable); results in env order."""
         self._check_idle()
-        message = protocol.CALL + cloudpickle.dumps((name, args, kwargs))
+        message = protocol.frame(protocol.CALL, cloudpickle.dumps((name, args, kwargs)))
         for w in range(self.num_workers):
             self._send(w, message)
         replies = self._collect(range(self.num_workers), phase=f"call({name!r})")
@@ -729,7 +740,12 @@ class SubprocVectorEnv(VectorEnv):
                 f"Got `{len(values)}` values for {self.num_envs} environments."
             )
         for w, (start, stop) in enumerate(self._worker_ranges):
-            self._send(w, protocol.SET_ATTR + cloudpickle.dumps((name, list(values[start:stop]))))
+            self._send(
+                w,
+                protocol.frame(
+                    protocol.SET_ATTR, cloudpickle.dumps((name, list(values[start:stop])))
+                ),
+            )
         self._collect(range(self.num_workers), phase=f"set_attr({name!r})")
 
     def render(self) -> tuple[Any, ...]:

@@ -64,6 +64,7 @@ class WorkerPool:
         self.timeout = timeout
         self.processes: list[Any] = []
         self.connections: list[Any] = []
+        self._fds: list[int] = []
         self._poller = select.poll()
         self._worker_of_fd: dict[int, int] = {}
         self._closed = False
@@ -81,6 +82,7 @@ class WorkerPool:
                 child_end.close()
                 self.processes.append(process)
                 self.connections.append(parent_end)
+                self._fds.append(parent_end.fileno())
                 self._poller.register(parent_end.fileno(), select.POLLIN)
                 self._worker_of_fd[parent_end.fileno()] = spec.worker_index
             self.collect(range(len(specs)), timeout=_START_TIMEOUT_S, phase="construct")
@@ -93,8 +95,9 @@ class WorkerPool:
         return [process.pid for process in self.processes]
 
     def send(self, worker: int, message: bytes) -> None:
+        """Send a framed message (see :func:`workers.protocol.frame`) to ``worker``."""
         try:
-            self.connections[worker].send_bytes(message)
+            protocol.write_message(self._fds[worker], message)
         except (BrokenPipeError, OSError) as error:
             raise self._death_error(worker, "while sending a command") from error
 
@@ -178,16 +181,15 @@ class WorkerPool:
     def receive(self, worker: int) -> Any:
         """Read one answer from ``worker`` (which must have one); raise its failure."""
         try:
-            message = self.connections[worker].recv_bytes()
+            tag, payload = protocol.read_message(self._fds[worker])
         except (EOFError, OSError) as error:
             raise self._death_error(worker, "before answering") from error
-        tag = message[:1]
         if tag == protocol.DONE:
             return None
         if tag == protocol.DONE_WITH_PAYLOAD:
-            return pickle.loads(message[1:])
+            return pickle.loads(payload)
         if tag == protocol.FAILED:
-            raise self._failure_error(pickle.loads(message[1:]))
+            raise self._failure_error(pickle.loads(payload))
         raise WorkerError(
             f"worker {worker} sent an unknown message tag {tag!r}", worker_index=worker
         )
@@ -228,7 +230,7 @@ class WorkerPool:
         for connection, process in zip(self.connections, self.processes, strict=False):
             if process.is_alive():
                 try:
-                    connection.send_bytes(protocol.CLOSE)
+                    protocol.write_message(connection.fileno(), protocol.frame(protocol.CLOSE))
                 except (OSError, ValueError):
                     pass
         deadline = time.monotonic() + timeout

@@ -32,6 +32,7 @@ from workers.protocol import Failure, InfoEntry, Reply, WorkerSpec
 from workers.shared_layout import Layout, read_row, write_row
 
 _PARENT_CHECK_MS = 1000
+_DONE = protocol.frame(protocol.DONE)
 
 
 class _ParentGone(Exception):
@@ -58,13 +59,19 @@ class EnvRunner:
         self.episode_lengths = arrays["episode_lengths"]
         self.episode_ended = arrays["episode_ended"]
         self.step_mask = arrays["step_mask"]
-        self.needs_reset = np.zeros(len(envs), dtype=bool)
-        self.running_returns = np.zeros(len(envs), dtype=np.float64)
-        self.running_lengths = np.zeros(len(envs), dtype=np.int64)
+        # Per-env bookkeeping as Python lists: scalar numpy arithmetic costs ~10x more.
+        self.needs_reset = [False] * len(envs)
+        self.running_returns = [0.0] * len(envs)
+        self.running_lengths = [0] * len(envs)
+        # A single-array observation space is written directly, skipping the tree walk.
+        self.observation_array = (
+            self.observations if isinstance(self.observations, np.ndarray) else None
+        )
         self.same_step = spec.autoreset_mode == "SameStep"
         self.next_step = spec.autoreset_mode == "NextStep"
         self.full_infos = spec.info_mode == "full"
         self.current_env: int | None = None  # for error reports
+        self.phase = "ready"
 
     def _store_observation(self, index: int, observation: Any, reply: Reply) -> None:
         if self.observations is not None:
@@ -73,57 +80,88 @@ class EnvRunner:
             reply.observations[index] = observation
 
     def step(self, pending_actions: dict[int, Any] | None) -> Reply | None:
-        """Step every env with its step_mask row set. Returns None when nothing to report."""
+        """Step every env with its step_mask row set. Returns None when nothing to report.
+
+        This is the hot loop of the whole layer: locals instead of attribute lookups, and
+        no per-env function calls beyond the env's own step.
+        """
         reply = Reply()
+        start, stop = self.start, self.stop
         step_mask = self.step_mask
+        every_env = bool(step_mask[start:stop].all())
+        actions = None
+        if pending_actions is None:
+            actions = self.actions[start:stop] if isinstance(self.actions, np.ndarray) else None
+        observation_array = self.observation_array
+        rewards, terminations, truncations = self.rewards, self.terminations, self.truncations
+        episode_ended, needs_reset = self.episode_ended, self.needs_reset
+        running_returns, running_lengths = self.running_returns, self.running_lengths
+        next_step, same_step, full_infos = self.next_step, self.same_step, self.full_infos
         for local, env in enumerate(self.envs):
-            index = self.start + local
-            if not step_mask[index]:
+            index = start + local
+            if not every_env and not step_mask[index]:
                 continue
             self.current_env = index
-            if self.next_step and self.needs_reset[local]:
+            if next_step and needs_reset[local]:
                 observation, info = env.reset()
                 reward, terminated, truncated = 0.0, False, False
             else:
-                if pending_actions is None:
-                    action = read_row(self.actions, index, copy=False)
-                else:
+                if actions is not None:
+                    action = actions[local]
+                elif pending_actions is not None:
                     action = pending_actions[index]
+                else:
+                    action = read_row(self.actions, index, copy=False)
                 observation, reward, terminated, truncated, info = env.step(action)
-                self.running_returns[local] += reward
-                self.running_lengths[local] += 1
+                running_returns[local] += reward
+                running_lengths[local] += 1
             ended = bool(terminated or truncated)
-            self.rewards[index] = reward
-            self.terminations[index] = terminated
-            self.truncations[index] = truncated
-            self.episode_ended[index] = ended
+            rewards[index] = reward
+            terminations[index] = terminated
+            truncations[index] = truncated
+            episode_ended[index] = ended
+            needs_reset[local] = ended
             if ended:
-                self.episode_returns[index] = self.running_returns[local]
-                self.episode_lengths[index] = self.running_lengths[local]
-                self.running_returns[local] = 0.0
-                self.running_lengths[local] = 0
-            self.needs_reset[local] = ended
-            if self.same_step:
+                self.episode_returns[index] = running_returns[local]
+                self.episode_lengths[index] = running_lengths[local]
+                running_returns[local] = 0.0
+                running_lengths[local] = 0
+            if same_step:
                 self.has_final[index] = ended
                 if ended:
-                    entry = InfoEntry(index, info, ended=True, final_info=info)
-                    if self.final_observations is not None:
-                        write_row(self.final_observations, index, observation)
+                    observation, info = self._autoreset_same_step(
+                        env, index, observation, info, reply
+                    )
+                    needs_reset[local] = False
+                    if observation_array is not None:
+                        observation_array[index] = observation
                     else:
-                        entry.final_observation = observation
-                    observation, entry.info = env.reset()
-                    self.needs_reset[local] = False
-                    if self.full_infos or self.observations is None:
-                        reply.infos.append(entry)
-                    self._store_observation(index, observation, reply)
+                        self._store_observation(index, observation, reply)
                     continue
-            if self.full_infos and info:
+            if full_infos and info:
                 reply.infos.append(InfoEntry(index, info))
-            self._store_observation(index, observation, reply)
+            if observation_array is not None:
+                observation_array[index] = observation
+            else:
+                self._store_observation(index, observation, reply)
         self.current_env = None
         if reply.infos or reply.observations:
             return reply
         return None
+
+    def _autoreset_same_step(
+        self, env: Any, index: int, observation: Any, info: Any, reply: Reply
+    ) -> tuple[Any, Any]:
+        """Keep the final observation and info, reset the env; return the reset's results."""
+        entry = InfoEntry(index, info, ended=True, final_info=info)
+        if self.final_observations is not None:
+            write_row(self.final_observations, index, observation)
+        else:
+            entry.final_observation = observation
+        observation, entry.info = env.reset()
+        if self.full_infos or self.observations is None:
+            reply.infos.append(entry)
+        return observation, entry.info
 
     def reset(self, seeds: list[Any], options: Any, mask: list[bool] | None) -> Reply:
         reply = Reply()
@@ -187,18 +225,18 @@ def _parent_alive(parent_pid: int) -> bool:
     return True
 
 
-def _receive(conn: Any, poller: select.poll, spec: WorkerSpec) -> bytes:
+def _receive(fd: int, poller: select.poll, spec: WorkerSpec) -> tuple[bytes, bytes]:
     """Wait for the next command: poll for ``spin_seconds``, then block with liveness checks."""
     if spec.spin_seconds > 0:
         deadline = time.perf_counter() + spec.spin_seconds
         while time.perf_counter() < deadline:
             if poller.poll(0):
-                return conn.recv_bytes()
+                return protocol.read_message(fd)
             os.sched_yield()
     while not poller.poll(_PARENT_CHECK_MS):
         if not _parent_alive(spec.parent_pid):
             raise _ParentGone
-    return conn.recv_bytes()
+    return protocol.read_message(fd)
 
 
 def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any = None) -> None:
@@ -224,14 +262,14 @@ def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any
         env_index = None
         arrays = Layout(spec.fields).views(shared_buffer)
         runner = EnvRunner(spec, envs, arrays)
-        conn.send_bytes(protocol.DONE)
-        _serve(spec, conn, runner)
+        protocol.write_message(conn.fileno(), _DONE)
+        _serve(spec, conn.fileno(), runner)
     except (_ParentGone, EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the parent is gone or closed the pipe: nothing to report to
     except BaseException as error:  # noqa: BLE001 - every failure is reported, then we exit
         if runner is not None:
             env_index = runner.current_env
-            phase = getattr(runner, "phase", phase)
+            phase = runner.phase
         failure = Failure(
             worker_index=spec.worker_index,
             env_index=env_index,
@@ -241,7 +279,9 @@ def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any
             phase=phase,
         )
         try:
-            conn.send_bytes(protocol.FAILED + pickle.dumps(failure))
+            protocol.write_message(
+                conn.fileno(), protocol.frame(protocol.FAILED, pickle.dumps(failure))
+            )
         except (OSError, EOFError):
             pass
     finally:
@@ -250,36 +290,36 @@ def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any
         conn.close()
 
 
-def _serve(spec: WorkerSpec, conn: Any, runner: EnvRunner) -> None:
+def _serve(spec: WorkerSpec, fd: int, runner: EnvRunner) -> None:
     poller = select.poll()
-    poller.register(conn.fileno(), select.POLLIN)
+    poller.register(fd, select.POLLIN)
     while True:
-        message = _receive(conn, poller, spec)
-        tag = message[:1]
+        tag, payload = _receive(fd, poller, spec)
         if tag == protocol.STEP:
             runner.phase = "step"
-            pending_actions = pickle.loads(message[1:]) if len(message) > 1 else None
-            reply = runner.step(pending_actions)
+            reply = runner.step(pickle.loads(payload) if payload else None)
             if reply is None:
-                conn.send_bytes(protocol.DONE)
+                protocol.write_message(fd, _DONE)
             else:
-                conn.send_bytes(protocol.DONE_WITH_PAYLOAD + cloudpickle.dumps(reply))
+                _reply(fd, reply)
         elif tag == protocol.RESET:
             runner.phase = "reset"
-            seeds, options, mask = pickle.loads(message[1:])
-            reply = runner.reset(seeds, options, mask)
-            conn.send_bytes(protocol.DONE_WITH_PAYLOAD + cloudpickle.dumps(reply))
+            seeds, options, mask = pickle.loads(payload)
+            _reply(fd, runner.reset(seeds, options, mask))
         elif tag == protocol.CALL:
             runner.phase = "call"
-            name, args, kwargs = cloudpickle.loads(message[1:])
-            results = runner.call(name, args, kwargs)
-            conn.send_bytes(protocol.DONE_WITH_PAYLOAD + cloudpickle.dumps(results))
+            name, args, kwargs = cloudpickle.loads(payload)
+            _reply(fd, runner.call(name, args, kwargs))
         elif tag == protocol.SET_ATTR:
             runner.phase = "set_attr"
-            name, values = cloudpickle.loads(message[1:])
+            name, values = cloudpickle.loads(payload)
             runner.set_attr(name, values)
-            conn.send_bytes(protocol.DONE)
+            protocol.write_message(fd, _DONE)
         elif tag == protocol.CLOSE:
             return
         else:
             raise RuntimeError(f"unknown command tag {tag!r}")
+
+
+def _reply(fd: int, value: Any) -> None:
+    protocol.write_message(fd, protocol.frame(protocol.DONE_WITH_PAYLOAD, cloudpickle.dumps(value)))

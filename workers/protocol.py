@@ -20,6 +20,8 @@ tag       direction   meaning
 
 from __future__ import annotations
 
+import os
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +36,45 @@ DONE_WITH_PAYLOAD = b"p"
 FAILED = b"e"
 
 INFO_MODES = ("full", "episode", "none")
+
+# Messages go straight through the pipe's file descriptor as a 5-byte header (tag, payload
+# length) and the payload. multiprocessing's Connection would do the same framing with a few
+# microseconds of Python overhead per call, which is a measurable share of a CartPole step.
+HEADER = struct.Struct("<cI")
+
+
+def frame(tag: bytes, payload: bytes = b"") -> bytes:
+    """A message ready for :func:`write_message`."""
+    return HEADER.pack(tag, len(payload)) + payload
+
+
+def write_message(fd: int, message: bytes) -> None:
+    """Write a whole framed message (blocking; loops over partial writes of large payloads)."""
+    view = memoryview(message)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    chunk = os.read(fd, size)
+    if len(chunk) == size:
+        return chunk
+    chunks = [chunk]
+    remaining = size - len(chunk)
+    while remaining:
+        if not chunk:
+            raise EOFError("the other end of the pipe closed")
+        chunk = os.read(fd, remaining)
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_message(fd: int) -> tuple[bytes, bytes]:
+    """Read one framed message: ``(tag, payload)``. Raises EOFError if the writer is gone."""
+    header = _read_exact(fd, HEADER.size)
+    tag, length = HEADER.unpack(header)
+    return tag, (_read_exact(fd, length) if length else b"")
 
 
 @dataclass(frozen=True)
