@@ -110,7 +110,12 @@ def load_policy(source: str | os.PathLike[str], *, device: str = "cpu") -> Loade
     config = _saved_config(checkpoint)
     torch_device = resolve_device(device)
     factory, _ = env_factory(config.env)
-    probe = factory()
+    try:
+        probe = factory()
+    except gym.error.Error as error:
+        raise ConfigError(
+            f"env {config.env!r} of the checkpoint cannot be created: {error}"
+        ) from None
     try:
         observation_space, action_space = probe.observation_space, probe.action_space
     finally:
@@ -124,7 +129,12 @@ def load_policy(source: str | os.PathLike[str], *, device: str = "cpu") -> Loade
                 f"checkpoint {checkpoint.path} was trained with normalize_observations but "
                 "holds no normalizer statistics"
             )
-        normalizer.load_state_dict(saved_statistics)
+        try:
+            normalizer.load_state_dict(saved_statistics)
+        except (KeyError, TypeError, AttributeError) as error:
+            raise CheckpointError(
+                f"checkpoint {checkpoint.path} has unusable normalizer statistics ({error!r})"
+            ) from None
     # The layers' default init draws from torch's global RNG; fork it so loading a policy
     # does not shift the caller's random stream (the weights are overwritten anyway).
     with torch.random.fork_rng(devices=[]):
@@ -241,7 +251,9 @@ def run_episodes(
     counts = np.zeros(num_envs, dtype=np.int64)
     returns: list[list[float]] = [[] for _ in range(num_envs)]
     lengths: list[list[int]] = [[] for _ in range(num_envs)]
-    env = make_vector_env(config)
+    # Any: episode_ended/episode_returns/episode_lengths are vecpg's fast-path attributes,
+    # present on SubprocVectorEnv and the sync adapter but not on the VectorEnv type.
+    env: Any = make_vector_env(config)
     try:
         with _seeded_torch_rng(loaded.device, seed):
             observations, _ = env.reset(seed=seed)
