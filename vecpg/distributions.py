@@ -70,8 +70,22 @@ class Distribution:
         for name, value in fields.items():
             object.__setattr__(self, name, value)
 
-    def sample(self) -> torch.Tensor:
-        """Draw one action per batch row (no gradient)."""
+    @property
+    def noise_shape(self) -> torch.Size:
+        """Shape ``[B, ...]`` of the standard-uniform noise :meth:`sample` consumes."""
+        raise NotImplementedError
+
+    def sample(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
+        """Draw one action per batch row (no gradient).
+
+        Args:
+            uniform: optional noise in the open interval (0, 1), shaped like
+                :attr:`noise_shape`, used instead of torch's global generator. Row ``b`` of
+                the sample then depends only on row ``b`` of the parameters and of the
+                noise, so a caller that keys the noise by env (see
+                :class:`vecpg.sampler.ActionNoise`) gets the same actions however the envs
+                are split into batches (one machine or several Ray samplers).
+        """
         raise NotImplementedError
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
@@ -87,14 +101,15 @@ class Distribution:
         raise NotImplementedError
 
 
-def _gumbel_max(log_probs: torch.Tensor) -> torch.Tensor:
+def _gumbel_max(log_probs: torch.Tensor, uniform: torch.Tensor | None = None) -> torch.Tensor:
     """Indices drawn from the categoricals along the last dim (no gradient).
 
     argmax(log p + Gumbel noise) is an exact sample; it costs about half of
     ``torch.multinomial`` on the small CPU batches of a rollout step, and padded ``-inf``
-    choices stay impossible.
+    choices stay impossible. ``uniform`` (shaped like ``log_probs``) replaces torch's draw.
     """
-    uniform = torch.rand_like(log_probs)
+    if uniform is None:
+        uniform = torch.rand_like(log_probs)
     return (log_probs.detach() - torch.log(-torch.log(uniform))).argmax(-1)
 
 
@@ -131,8 +146,12 @@ class Categorical(Distribution):
         """``[B, n]`` probabilities."""
         return self.logits.exp()
 
-    def sample(self) -> torch.Tensor:
-        return _gumbel_max(self.logits) + self.start
+    @property
+    def noise_shape(self) -> torch.Size:
+        return self.logits.shape
+
+    def sample(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
+        return _gumbel_max(self.logits, uniform) + self.start
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         indices = (actions.long() - self.start).unsqueeze(-1)
@@ -178,8 +197,12 @@ class MultiCategorical(Distribution):
     def _to_actions(self, indices: torch.Tensor) -> torch.Tensor:
         return (indices + self.start).reshape(indices.shape[0], *self.action_shape)
 
-    def sample(self) -> torch.Tensor:
-        return self._to_actions(_gumbel_max(self.logits))
+    @property
+    def noise_shape(self) -> torch.Size:
+        return self.logits.shape
+
+    def sample(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
+        return self._to_actions(_gumbel_max(self.logits, uniform))
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         indices = actions.long().reshape(actions.shape[0], -1) - self.start
@@ -233,8 +256,15 @@ class Bernoulli(Distribution):
             return (actions - self.start).to(self.logits.dtype).unsqueeze(-1)
         return actions.to(self.logits.dtype).reshape(actions.shape[0], -1)
 
-    def sample(self) -> torch.Tensor:
-        return self._to_actions(torch.bernoulli(torch.sigmoid(self.logits.detach())))
+    @property
+    def noise_shape(self) -> torch.Size:
+        return self.logits.shape
+
+    def sample(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
+        probs = torch.sigmoid(self.logits.detach())
+        if uniform is None:
+            return self._to_actions(torch.bernoulli(probs))
+        return self._to_actions((uniform < probs).to(probs.dtype))
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         bits = self._to_bits(actions)
@@ -286,13 +316,25 @@ class DiagGaussian(Distribution):
         normalized = (flat_actions - self.mean) * torch.exp(-self.log_std)
         return (-0.5 * normalized.square() - self.log_std - _HALF_LOG_TWO_PI).sum(-1)
 
-    def rsample(self) -> torch.Tensor:
-        """A reparameterized sample (gradients flow into mean and log_std)."""
-        return self._to_actions(self.mean + self.std * torch.randn_like(self.mean))
+    @property
+    def noise_shape(self) -> torch.Size:
+        return self.mean.shape
 
-    def sample(self) -> torch.Tensor:
+    def rsample(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
+        """A reparameterized sample (gradients flow into mean and log_std).
+
+        ``uniform`` (see :meth:`Distribution.sample`) becomes standard normal noise by the
+        inverse CDF, ``sqrt(2) * erfinv(2u - 1)``.
+        """
+        if uniform is None:
+            normal = torch.randn_like(self.mean)
+        else:
+            normal = math.sqrt(2.0) * torch.erfinv(2.0 * uniform.to(self.mean.dtype) - 1.0)
+        return self._to_actions(self.mean + self.std * normal)
+
+    def sample(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
         with torch.no_grad():
-            return self.rsample()
+            return self.rsample(uniform)
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         return self._gaussian_log_prob(actions.reshape(actions.shape[0], -1).to(self.mean.dtype))
@@ -330,8 +372,8 @@ class TanhGaussian(DiagGaussian):
 
     __slots__ = ()
 
-    def rsample(self) -> torch.Tensor:
-        return torch.tanh(super().rsample())
+    def rsample(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.tanh(super().rsample(uniform))
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         flat = actions.reshape(actions.shape[0], -1).to(self.mean.dtype)

@@ -10,7 +10,7 @@ observations -> :class:`~vecpg.networks.ObservationEncoder` -> MLP -> action hea
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -123,8 +123,17 @@ class ActorCritic(nn.Module):
         return self._values_from(observations, None)
 
     @torch.no_grad()
-    def act(self, observations) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def act(
+        self, observations, noise: Callable[[torch.Size], torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample actions for a rollout step, without building a graph.
+
+        Args:
+            observations: ``[B, ...]`` observations.
+            noise: optional function returning standard-uniform noise of a given shape
+                ``[B, ...]`` (the distribution's ``noise_shape``), e.g. a bound
+                :meth:`vecpg.sampler.ActionNoise.uniform`; None samples with torch's
+                global generator.
 
         Returns:
             ``(actions, log_probs [B], values [B])``; ``log_probs`` are those of the
@@ -132,7 +141,8 @@ class ActorCritic(nn.Module):
         """
         features = self._actor_features(observations)
         distribution = self.action_head(features)
-        actions = distribution.sample()
+        uniform = None if noise is None else noise(distribution.noise_shape)
+        actions = distribution.sample(uniform)
         return actions, distribution.log_prob(actions), self._values_from(observations, features)
 
     def evaluate(
