@@ -53,7 +53,7 @@ class CountingCritic(torch.nn.Module):
             observations = observations["count"]
         return 10.0 * observations[:, 0].float() + 1.0
 
-    def act(self, observations):
+    def act(self, observations, noise=None):  # noise: see ActorCritic.act
         values = self.value(observations)
         actions = torch.ones(values.shape[0], dtype=torch.int64)
         return actions, torch.full_like(values, -0.5), values

@@ -9,6 +9,11 @@ Data path per step ``t`` (N envs at once, no Python loop over envs):
 4. rewards and termination/truncation masks go to the buffer; where an episode was
    truncated, V(final observation) is computed for those envs in one batched call.
 
+Action-sampling noise comes from :class:`ActionNoise`, keyed by (seed, env index, env step)
+rather than drawn from torch's global generator: a Sampler of all N envs and K samplers of
+N/K envs each (the Ray backend, :mod:`vecpg.distributed`) then pick the same actions, and
+the learner's own use of the global generator (minibatch shuffles) does not shift them.
+
 The vector env must autoreset in SAME_STEP mode and expose vecpg's fast-path attributes
 (``final_observations``, ``has_final_observation``, ``episode_returns``,
 ``episode_lengths``, ``episode_ended``), as :class:`vecpg.SubprocVectorEnv` does.
@@ -18,6 +23,7 @@ The vector env must autoreset in SAME_STEP mode and expose vecpg's fast-path att
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -30,6 +36,62 @@ from vecpg.normalization import ObservationNormalizer, RewardScaler
 
 def _select(observations: Any, indices: np.ndarray) -> Any:
     return map_structure(lambda array: array[indices], observations)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(value: int) -> int:
+    """SplitMix64's finalizer: spreads nearby integers (seeds, step counts) over 64 bits."""
+    value = (value + 0x9E3779B97F4A7C15) & _MASK64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return value ^ (value >> 31)
+
+
+class ActionNoise:
+    """Standard-uniform action noise keyed by (seed, env index, env step), not by batching.
+
+    At env step ``step`` (counted per env over the whole run) the noise of all
+    ``total_envs`` envs is one ``[total_envs, ...]`` draw from a generator seeded with
+    ``hash(seed, step)``; a sampler that runs envs ``[env_offset, env_offset + B)`` takes
+    those B rows. Drawing every env's rows costs O(total_envs) per step (microseconds for
+    thousands of envs) and buys exact equality between one sampler of N envs and K
+    samplers of N/K envs, without per-env generators or a Python loop over envs. The noise
+    is drawn on the CPU (the same values on every device) and moved to ``device``.
+
+    Example:
+        >>> whole = ActionNoise(seed=7, total_envs=4)
+        >>> second_half = ActionNoise(seed=7, total_envs=4, env_offset=2)
+        >>> torch.equal(whole.uniform((4, 3), step=5)[2:], second_half.uniform((2, 3), step=5))
+        True
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        total_envs: int,
+        env_offset: int = 0,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.seed, self.total_envs, self.env_offset = int(seed), int(total_envs), int(env_offset)
+        self.device = torch.device(device)
+        self._generator = torch.Generator()
+        self._seed_hash = _mix64(self.seed & _MASK64)
+
+    def uniform(self, shape: Sequence[int], step: int) -> torch.Tensor:
+        """Noise in (0, 1) of ``shape`` ``[B, ...]`` for this sampler's envs at ``step``."""
+        rows = int(shape[0])
+        if self.env_offset + rows > self.total_envs:
+            raise ValueError(
+                f"envs {self.env_offset}..{self.env_offset + rows - 1} exceed "
+                f"total_envs={self.total_envs}"
+            )
+        self._generator.manual_seed(_mix64(self._seed_hash ^ int(step)))
+        every_env = torch.rand((self.total_envs, *shape[1:]), generator=self._generator)
+        # torch.rand is in [0, 1); 0 would become an infinite Gaussian sample.
+        noise = every_env[self.env_offset : self.env_offset + rows].clamp_(min=2.0**-25)
+        return noise.to(self.device)
 
 
 class GymnasiumVectorAdapter(gym.vector.VectorWrapper):
@@ -110,6 +172,9 @@ class Sampler:
             normalized float32 observations.
         reward_scaler: optional return-based reward scaler.
         episode_window: how many finished episodes the running statistics average over.
+        env_offset: global index of this sampler's first env when it runs a slice of a
+            larger set of envs (one Ray sampler of several); 0 on one machine.
+        total_envs: how many envs there are in all (default: the buffer's N).
     """
 
     def __init__(
@@ -121,8 +186,13 @@ class Sampler:
         observation_normalizer: ObservationNormalizer | None = None,
         reward_scaler: RewardScaler | None = None,
         episode_window: int = 20,
+        env_offset: int = 0,
+        total_envs: int | None = None,
     ) -> None:
         self.env, self.policy, self.buffer = env, policy, buffer
+        self.env_offset = int(env_offset)
+        self.total_envs = buffer.num_envs if total_envs is None else int(total_envs)
+        self.action_noise: ActionNoise | None = None
         self.observation_normalizer = observation_normalizer
         self.reward_scaler = reward_scaler
         self.device = buffer.device
@@ -133,8 +203,17 @@ class Sampler:
         self._observations: Any = None
 
     def reset(self, seed: int | None = None) -> None:
-        """Reset all envs (seeded: env i gets ``seed + i``)."""
-        self._observations, _ = self.env.reset(seed=seed)
+        """Reset all envs (seeded: global env i gets ``seed + i``) and key the action noise.
+
+        Without a seed the noise seed comes from torch's global generator, so
+        :func:`torch.manual_seed` still makes the run reproducible.
+        """
+        env_seed = None if seed is None else seed + self.env_offset
+        self._observations, _ = self.env.reset(seed=env_seed)
+        noise_seed = int(torch.randint(0, 2**62, ())) if seed is None else seed
+        self.action_noise = ActionNoise(
+            noise_seed, self.total_envs, self.env_offset, device=self.device
+        )
 
     def _to_policy_input(self, step: int, observations: Any) -> Any:
         """Store raw numpy observations at ``step``; return what the policy should read."""
@@ -155,12 +234,17 @@ class Sampler:
     @torch.no_grad()
     def collect(self) -> None:
         """Run T steps in every env and fill the buffer, including next_values."""
-        if self._observations is None:
+        if self._observations is None or self.action_noise is None:
             self.reset()
-        buffer, env, policy = self.buffer, self.env, self.policy
+        assert self.action_noise is not None
+        buffer, env, policy, action_noise = self.buffer, self.env, self.policy, self.action_noise
+        first_step = self.global_step // buffer.num_envs  # env steps per env so far
         for step in range(buffer.num_steps):
             policy_input = self._to_policy_input(step, self._observations)
-            actions, log_probs, values = policy.act(policy_input)
+            actions, log_probs, values = policy.act(
+                policy_input,
+                noise=lambda shape, at=first_step + step: action_noise.uniform(shape, at),
+            )
             buffer.store_step(step, actions, log_probs, values)
             observations, rewards, terminations, truncations, _ = env.step(
                 policy.to_env_actions(actions)
