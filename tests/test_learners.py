@@ -121,7 +121,7 @@ def test_ppo_target_kl_stops_early_and_value_clipping_runs(tmp_path):
 
 
 def test_learning_rate_anneals_linearly(tmp_path):
-    trainer = filled_buffer("ppo", run_dir=str(tmp_path), learning_rate=0.002)
+    trainer = filled_buffer("ppo", run_dir=str(tmp_path), learning_rate=0.002, anneal_lr=True)
     trainer.close()
     trainer.learner.set_progress(0.75)
     assert trainer.learner.update(trainer.buffer)["learning_rate"] == pytest.approx(0.0005)

@@ -129,3 +129,17 @@ def test_same_seed_gives_the_same_metrics(algo, tmp_path):
     first, second, other = run(3, "a"), run(3, "b"), run(4, "c")
     assert first == second
     assert first != other
+
+
+def test_subprocess_and_in_process_vector_envs_train_identically(tmp_path):
+    """vecpg's shared-memory env and Gymnasium's SyncVectorEnv give the same run."""
+
+    def run(vector):
+        argv = ["train", *TINY, "--vector", vector, "--num-steps", "40", "--num-workers", "2"]
+        assert main([*argv, "--total-steps", "160", "--run-dir", str(tmp_path / vector)]) == 0
+        rows = read_rows(tmp_path / vector / "metrics.csv")
+        return [{k: v for k, v in row.items() if k not in ("time_s", "sps")} for row in rows]
+
+    subproc, sync = run("subproc"), run("sync")
+    assert subproc == sync
+    assert int(subproc[-1]["episodes_finished"]) > 0
