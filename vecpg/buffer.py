@@ -37,7 +37,7 @@ def action_layout(space: gym.Space) -> tuple[tuple[int, ...], torch.dtype]:
     """
     for space_type, dtype in _ACTION_DTYPES.items():
         if isinstance(space, space_type):
-            shape = () if isinstance(space, gym.spaces.Discrete) else tuple(space.shape)
+            shape = () if isinstance(space, gym.spaces.Discrete) else tuple(space.shape or ())
             return shape, dtype
     raise TypeError(
         f"no action layout for {type(space).__name__}; supported: Box, Discrete, "

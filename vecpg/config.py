@@ -30,7 +30,7 @@ ALGORITHMS = ("ppo", "a2c", "reinforce")
 
 
 def _field(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
-    metadata = {"help": help}
+    metadata: dict[str, Any] = {"help": help}
     if choices is not None:
         metadata["choices"] = choices
     if isinstance(default, (list, dict)):

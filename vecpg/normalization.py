@@ -22,8 +22,8 @@ class RunningMeanStd:
     Example:
         >>> stats = RunningMeanStd(shape=(2,))
         >>> stats.update(torch.tensor([[1.0, 2.0], [3.0, 6.0]]))
-        >>> stats.mean.tolist(), stats.var.tolist()
-        ([2.0, 4.0], [1.0, 4.0])
+        >>> [round(v, 3) for v in stats.mean.tolist()], [round(v, 3) for v in stats.var.tolist()]
+        ([2.0, 4.0], [1.0, 4.001])
     """
 
     def __init__(self, shape: tuple[int, ...] = (), device: torch.device | str = "cpu") -> None:
@@ -97,11 +97,11 @@ class ObservationNormalizer:
         self.clip, self.epsilon = clip, epsilon
         self.stats: dict[str, RunningMeanStd] = {}
         if _is_float_box(space):
-            self.stats[""] = RunningMeanStd(space.shape, device)
+            self.stats[""] = RunningMeanStd(tuple(space.shape or ()), device)
         elif isinstance(space, gym.spaces.Dict):
             for key, sub in space.spaces.items():
                 if _is_float_box(sub):
-                    self.stats[key] = RunningMeanStd(sub.shape, device)
+                    self.stats[key] = RunningMeanStd(tuple(sub.shape or ()), device)
         if not self.stats:
             raise ValueError(
                 f"normalize_observations needs float Box observations (or a Dict of them), "

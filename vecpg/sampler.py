@@ -23,6 +23,7 @@ The vector env must autoreset in SAME_STEP mode and expose vecpg's fast-path att
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ import torch
 
 from vecpg.buffer import RolloutBuffer, map_structure
 from vecpg.normalization import ObservationNormalizer, RewardScaler
+from vecpg.policies import ActorCritic
 
 
 def _select(observations: Any, indices: np.ndarray) -> Any:
@@ -137,7 +139,7 @@ class GymnasiumVectorAdapter(gym.vector.VectorWrapper):
         self.final_observations = map_structure(np.copy, observations)
         for index in np.flatnonzero(self.has_final_observation):
             final = infos["final_obs"][index]
-            self.final_observations = _set_row(self.final_observations, index, final)
+            self.final_observations = _set_row(self.final_observations, int(index), final)
         return observations, rewards, terminations, truncations, infos
 
 
@@ -165,7 +167,8 @@ class Sampler:
     """Fills a :class:`RolloutBuffer` from a SAME_STEP-autoreset vector env.
 
     Args:
-        env: vector env with vecpg's fast-path attributes (see module docstring).
+        env: vector env with vecpg's fast-path attributes (see module docstring; typed Any
+            because they are not part of gymnasium.vector.VectorEnv).
         policy: an :class:`vecpg.policies.ActorCritic` on the buffer's device.
         buffer: the rollout buffer to fill.
         observation_normalizer: optional running normalizer; the buffer then holds
@@ -179,8 +182,8 @@ class Sampler:
 
     def __init__(
         self,
-        env: gym.vector.VectorEnv,
-        policy: torch.nn.Module,
+        env: Any,
+        policy: ActorCritic,
         buffer: RolloutBuffer,
         *,
         observation_normalizer: ObservationNormalizer | None = None,
@@ -243,7 +246,7 @@ class Sampler:
             policy_input = self._to_policy_input(step, self._observations)
             actions, log_probs, values = policy.act(
                 policy_input,
-                noise=lambda shape, at=first_step + step: action_noise.uniform(shape, at),
+                noise=functools.partial(action_noise.uniform, step=first_step + step),
             )
             buffer.store_step(step, actions, log_probs, values)
             observations, rewards, terminations, truncations, _ = env.step(

@@ -91,16 +91,13 @@ def make_vector_env(config: TrainConfig) -> gym.vector.VectorEnv:
     probe.close()
     same_step = gym.vector.AutoresetMode.SAME_STEP
     if config.vector == "subproc":
-        try:
-            from vecpg.vector import SubprocVectorEnv, make_vec
-        except ImportError:  # the vector env has not landed in this checkout
-            SubprocVectorEnv = make_vec = None  # noqa: N806
-        if make_vec is not None:
-            options = {"autoreset_mode": same_step, "infos": "none"}
-            options["num_workers"] = config.num_workers
-            if env_id is not None:
-                return make_vec(env_id, config.num_envs, **options)
-            return SubprocVectorEnv([factory] * config.num_envs, **options)
+        from vecpg.vector import SubprocVectorEnv, make_vec
+
+        options: dict[str, Any] = {"autoreset_mode": same_step, "infos": "none"}
+        options["num_workers"] = config.num_workers
+        if env_id is not None:
+            return make_vec(env_id, config.num_envs, **options)
+        return SubprocVectorEnv([factory] * config.num_envs, **options)
     env = gym.vector.SyncVectorEnv([factory] * config.num_envs, autoreset_mode=same_step)
     return GymnasiumVectorAdapter(env) if needs_adapter(env) else env
 

@@ -14,6 +14,7 @@ import torch
 
 from vecpg.buffer import RolloutBuffer
 from vecpg.learners.optim import Adam, RMSprop
+from vecpg.policies import ActorCritic
 
 
 def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
@@ -87,7 +88,7 @@ class Learner:
         config: a :class:`vecpg.config.TrainConfig`.
     """
 
-    def __init__(self, policy: torch.nn.Module, config: Any) -> None:
+    def __init__(self, policy: ActorCritic, config: Any) -> None:
         self.policy, self.config = policy, config
         self.initial_learning_rate = config.learning_rate
         parameters = [p for p in policy.parameters() if p.requires_grad]

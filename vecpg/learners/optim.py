@@ -49,7 +49,8 @@ class _Optimizer:
 
     def _with_grads(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[int]]:
         indices = [i for i, p in enumerate(self.params) if p.grad is not None]
-        return [self.params[i] for i in indices], [self.params[i].grad for i in indices], indices
+        grads = [self.params[i].grad for i in indices]
+        return [self.params[i] for i in indices], [g for g in grads if g is not None], indices
 
     def state_dict(self) -> dict[str, Any]:
         group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
