@@ -71,6 +71,22 @@ class TrainConfig:
         "vector env: subproc (vecpg's shared-memory workers) or sync (in-process)",
         choices=("subproc", "sync"),
     )
+    backend: str = _field(
+        "local",
+        "where envs run: local (this machine) or ray (num_samplers Ray actors, each stepping "
+        "num_envs/num_samplers envs on its node; see vecpg.distributed)",
+        choices=("local", "ray"),
+    )
+    num_samplers: int = _field(2, "backend ray: sampler actors K; num_envs must be divisible by K")
+    ray_address: str | None = _field(
+        None, "backend ray: cluster address (default: $RAY_ADDRESS, else a local Ray instance)"
+    )
+    sampler_cpus: float = _field(
+        1.0, "backend ray: CPUs reserved per sampler actor (its env workers run within them)"
+    )
+    sampler_max_restarts: int = _field(
+        3, "backend ray: times Ray restarts a dead sampler actor (the update waits for it)"
+    )
     num_steps: int = _field(16, "rollout length T per env between updates")
     normalize_observations: bool = _field(
         False, "running mean/std observation normalization (clipped to +-10)"
@@ -312,6 +328,29 @@ def validate(config: TrainConfig) -> None:
         f"num_workers must be between 1 and num_envs={c.num_envs} (got {c.num_workers})",
     )
     _check(c.num_steps >= 1, f"num_steps must be >= 1 (got {c.num_steps})")
+    _check(c.num_samplers >= 1, f"num_samplers must be >= 1 (got {c.num_samplers})")
+    _check(c.sampler_cpus > 0, f"sampler_cpus must be > 0 (got {c.sampler_cpus})")
+    _check(
+        c.sampler_max_restarts >= 0,
+        f"sampler_max_restarts must be >= 0 (got {c.sampler_max_restarts})",
+    )
+    if c.backend == "ray":
+        _check(
+            c.num_envs % c.num_samplers == 0,
+            f"num_envs={c.num_envs} must be divisible by num_samplers={c.num_samplers} "
+            "(each Ray sampler steps num_envs/num_samplers envs)",
+        )
+        per_sampler = c.num_envs // c.num_samplers
+        _check(
+            c.num_workers is None or c.num_workers <= per_sampler,
+            f"num_workers is per sampler with backend ray and must be between 1 and "
+            f"num_envs/num_samplers={per_sampler} (got {c.num_workers})",
+        )
+        _check(
+            not (c.normalize_observations or c.normalize_rewards),
+            "normalize_observations and normalize_rewards are not supported with backend ray "
+            "yet; use backend local",
+        )
     _check(0.0 <= c.gamma <= 1.0, f"gamma must be in [0, 1] (got {c.gamma})")
     _check(0.0 <= c.gae_lambda <= 1.0, f"gae_lambda must be in [0, 1] (got {c.gae_lambda})")
     _check(c.nstep >= 0, f"nstep must be >= 0 (got {c.nstep})")

@@ -154,7 +154,13 @@ class Trainer:
             torch.set_num_threads(config.torch_threads)
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
-        self.env = make_vector_env(config)
+        self.env: Any
+        if config.backend == "ray":
+            from vecpg.distributed import RaySampler
+
+            self.env = RaySampler(config)  # the env's spaces now; _build starts the actors
+        else:
+            self.env = make_vector_env(config)
         try:
             self._build()
         except BaseException:
@@ -204,13 +210,22 @@ class Trainer:
         self.buffer = RolloutBuffer(
             policy_space, self.action_space, config.num_steps, config.num_envs, self.device
         )
-        self.sampler = Sampler(
-            env,
-            self.policy,
-            self.buffer,
-            observation_normalizer=self.observation_normalizer,
-            reward_scaler=self.reward_scaler,
-        )
+        self.sampler: Any
+        if config.backend == "ray":  # env is a RaySampler: start its actors, sample there
+            self.sampler = env.start(
+                self.policy,
+                self.buffer,
+                observation_normalizer=self.observation_normalizer,
+                reward_scaler=self.reward_scaler,
+            )
+        else:
+            self.sampler = Sampler(
+                env,
+                self.policy,
+                self.buffer,
+                observation_normalizer=self.observation_normalizer,
+                reward_scaler=self.reward_scaler,
+            )
         self.learner = make_learner(self.policy, config)
 
     @property
