@@ -1,0 +1,344 @@
+"""The Ray backend (vecpg.distributed) against the single-machine Sampler and Trainer.
+
+Local tests share one Ray instance (2 CPUs) per test class; the multi-node test runs after
+it on a two-node ``ray.cluster_utils.Cluster``. Only one Ray instance is alive at a time.
+Ray's plasma store is put in /tmp (``_plasma_directory``) so /dev/shm stays empty, and the
+teardown checks that nothing is left in /dev/shm and that every Ray process has exited.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import psutil
+import pytest
+import torch
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'vecpg[ray]')")
+
+from vecpg.buffer import RolloutBuffer  # noqa: E402
+from vecpg.config import resolve_config  # noqa: E402
+from vecpg.distributed import RaySampler  # noqa: E402
+from vecpg.errors import ConfigError, VecpgError, WorkerError  # noqa: E402
+from vecpg.policies import ActorCritic  # noqa: E402
+from vecpg.sampler import Sampler  # noqa: E402
+from vecpg.trainer import Trainer, make_vector_env  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.allow_children]
+
+SESSION_HELPERS = ("forkserver", "resource_tracker", "semaphore_tracker")
+BUFFER_FIELDS = (
+    "observations",
+    "actions",
+    "log_probs",
+    "values",
+    "rewards",
+    "terminations",
+    "truncations",
+    "final_values",
+    "next_values",
+)
+
+
+def _ray_processes() -> list[psutil.Process]:
+    """Live descendants, without multiprocessing's session helpers (as tests/conftest.py)."""
+    processes = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if any(helper in " ".join(child.cmdline()) for helper in SESSION_HELPERS):
+                continue
+        except psutil.Error:
+            continue
+        processes.append(child)
+    return processes
+
+
+def _wait_gone(pids, timeout_s: float = 15.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [pid for pid in pids if psutil.pid_exists(pid) and not _is_zombie(pid)]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return True
+
+
+def _start_ray(tmp_root: Path, **kwargs) -> None:
+    ray.init(
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=str(tmp_root),
+        _plasma_directory="/tmp",
+        object_store_memory=200 * 1024 * 1024,
+        **kwargs,
+    )
+
+
+def _shutdown_ray_and_check(shm_before: set[str]) -> None:
+    ray.shutdown()
+    leftover = _wait_gone([process.pid for process in _ray_processes()])
+    assert not leftover, f"Ray left processes running: {leftover}"
+    assert set(os.listdir("/dev/shm")) <= shm_before, "Ray left entries in /dev/shm"
+
+
+@pytest.fixture(scope="class")
+def local_ray(tmp_path_factory):
+    if ray.is_initialized():
+        ray.shutdown()
+    shm_before = set(os.listdir("/dev/shm"))
+    # Actor processes import ExitOnceEnv from this module by name ("test_distributed:...").
+    tests_dir = str(Path(__file__).parent)
+    runtime_env = {"env_vars": {"PYTHONPATH": tests_dir}}
+    _start_ray(tmp_path_factory.mktemp("ray"), num_cpus=2, runtime_env=runtime_env)
+    yield
+    _shutdown_ray_and_check(shm_before)
+
+
+def _config(**overrides):
+    values = {
+        "env": "CartPole-v1",
+        "seed": 5,
+        "num_envs": 4,
+        "num_steps": 8,
+        "num_workers": 1,
+        "backend": "ray",
+        "num_samplers": 2,
+        "sampler_cpus": 1,
+        "total_steps": 3 * 4 * 8,
+        **overrides,
+    }
+    return resolve_config(cli_values=values)
+
+
+def _policy_and_buffer(config, env):
+    torch.manual_seed(config.seed)
+    policy = ActorCritic(env.single_observation_space, env.single_action_space)
+    buffer = RolloutBuffer(
+        env.single_observation_space,
+        env.single_action_space,
+        config.num_steps,
+        config.num_envs,
+    )
+    return policy, buffer
+
+
+def _assert_same(expected, actual, name: str) -> None:
+    """Exact for actions, flags, rewards and observations; float32 rounding for network outputs.
+
+    The same envs and per-env noise give the same trajectories, but the MLP evaluated on an
+    [n]-row batch (one actor) and on an [N]-row batch (one machine) can round differently
+    in the last bits, because the GEMM kernels block by batch size; values and log_probs
+    then agree to ~1e-7 relative, not bitwise.
+    """
+    if expected.dtype.is_floating_point and name not in ("observations", "rewards"):
+        torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-6, msg=name)
+    else:
+        assert torch.equal(actual, expected), name
+
+
+# A fixed path: the actor process that builds the env cannot see the test's tmp_path.
+EXIT_MARKER = Path("/tmp") / f"vecpg-test-exit-once-{os.getuid()}"
+
+
+class ExitOnceEnv(gym.Env):
+    """CartPole that kills the process it runs in at its 5th step, once per marker file."""
+
+    def __init__(self) -> None:
+        self.env = gym.make("CartPole-v1")
+        self.observation_space, self.action_space = (
+            self.env.observation_space,
+            self.env.action_space,
+        )
+        self.marker = EXIT_MARKER
+        self.steps = 0
+
+    def reset(self, *, seed=None, options=None):
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        self.steps += 1
+        if self.steps == 5 and not self.marker.exists():
+            self.marker.touch()
+            os._exit(1)  # the Ray actor process dies mid-collect (sync vector env)
+        return self.env.step(action)
+
+
+@pytest.mark.usefixtures("local_ray")
+class TestLocalRay:
+    @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+    def test_collect_matches_single_machine_sampler(self, env_id):
+        config = _config(env=env_id)
+        local_env = make_vector_env(
+            resolve_config(cli_values={**config.to_dict(), "backend": "local"})
+        )
+        policy, local_buffer = _policy_and_buffer(config, local_env)
+        local = Sampler(local_env, policy, local_buffer)
+        distributed = RaySampler(config)
+        ray_buffer = _policy_and_buffer(config, local_env)[1]
+        try:
+            distributed.start(policy, ray_buffer)
+            local.reset(seed=11)
+            distributed.reset(seed=11)
+            for _ in range(3):
+                local.collect()
+                distributed.collect()
+                for name in BUFFER_FIELDS:
+                    _assert_same(getattr(local_buffer, name), getattr(ray_buffer, name), name)
+            assert distributed.global_step == local.global_step == 3 * 8 * 4
+            assert list(distributed.episode_returns) == list(local.episode_returns)
+            assert list(distributed.episode_lengths) == list(local.episode_lengths)
+            assert distributed.episodes_finished == local.episodes_finished
+            assert set(distributed.timings) >= {"broadcast_s", "sample_s", "gather_s"}
+        finally:
+            distributed.close()
+            local_env.close()
+
+    def test_training_updates_match_local_backend(self, tmp_path):
+        rows = {}
+        for backend in ("local", "ray"):
+
+            class Record:
+                def on_update(self, trainer, row, backend=backend):
+                    rows.setdefault(backend, []).append(row)
+
+            config = _config(backend=backend, run_dir=str(tmp_path / backend))
+            summary = Trainer(config, callbacks=[Record()]).train()
+            assert summary["updates"] == 3
+        assert len(rows["local"]) == len(rows["ray"]) == 3
+        for local_row, ray_row in zip(rows["local"], rows["ray"], strict=True):
+            for key, value in local_row.items():
+                if key in ("time_s", "sps"):
+                    continue
+                # Integer counters exactly; float metrics to float32 rounding (see _assert_same).
+                assert ray_row[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key
+
+    def test_env_exception_reaches_learner_as_worker_error(self, tmp_path):
+        config = _config(env="vecpg.envs:FailingEnv", run_dir=str(tmp_path))
+        trainer = Trainer(config)
+        with pytest.raises(WorkerError) as caught:
+            trainer.train()
+        error = caught.value
+        assert type(error) is WorkerError
+        assert error.exception_type == "InjectedFault"
+        assert error.env_index in range(4)
+        assert "InjectedFault" in error.remote_traceback
+        assert f"env {error.env_index} " in str(error) and "Ray sampler" in str(error)
+        assert trainer.env.closed and not trainer.env.actors
+
+    def test_killed_actor_is_restarted_and_update_completes(self, caplog):
+        config = _config()
+        distributed = RaySampler(config)
+        policy, buffer = _policy_and_buffer(config, distributed)
+        try:
+            distributed.start(policy, buffer)
+            distributed.reset(seed=1)
+            distributed.collect()
+            old_pid = distributed.describe()[0]["pid"]
+            ray.kill(distributed.actors[0], no_restart=False)
+            distributed.collect()  # waits for Ray's restart, the fresh actor resets itself
+            assert distributed.describe()[0]["pid"] != old_pid
+            assert distributed.global_step == 2 * 8 * 4
+            assert not buffer.values[:, :2].eq(0).all()
+        finally:
+            distributed.close()
+
+    def test_actor_dying_mid_collect_is_recollected(self, caplog):
+        marker = EXIT_MARKER
+        marker.unlink(missing_ok=True)
+        config = _config(env="test_distributed:ExitOnceEnv", vector="sync", num_samplers=1)
+        distributed = RaySampler(config)
+        policy, buffer = _policy_and_buffer(config, distributed)
+        try:
+            distributed.start(policy, buffer)
+            distributed.reset(seed=1)
+            with caplog.at_level(logging.WARNING, logger="vecpg.distributed"):
+                distributed.collect()
+            assert marker.exists() and distributed.restarts == 1
+            assert "re-collecting its segment" in caplog.text
+            assert distributed.global_step == 8 * 4
+        finally:
+            distributed.close()
+            marker.unlink(missing_ok=True)
+
+    def test_close_leaves_no_actors_or_env_workers(self):
+        config = _config()
+        distributed = RaySampler(config)
+        policy, buffer = _policy_and_buffer(config, distributed)
+        distributed.start(policy, buffer)
+        placement_group = distributed.placement_group
+        where = distributed.describe()
+        pids = [info["pid"] for info in where] + [
+            pid for info in where for pid in info["worker_pids"]
+        ]
+        assert all(info["worker_pids"] for info in where)  # each actor runs its own workers
+        distributed.close()
+        distributed.close()  # idempotent
+        assert not _wait_gone(pids), "actor or env worker processes still running"
+        table = ray.util.placement_group_table(placement_group)
+        assert table["state"] == "REMOVED"
+
+    def test_config_errors(self):
+        with pytest.raises(ConfigError, match="divisible by num_samplers"):
+            _config(num_envs=5)
+        with pytest.raises(ConfigError, match="not supported with backend ray"):
+            _config(normalize_observations=True)
+        with pytest.raises(VecpgError, match="could not place"):
+            config = _config(sampler_cpus=2)
+            distributed = RaySampler(config)
+            policy, buffer = _policy_and_buffer(config, distributed)
+            import vecpg.distributed
+
+            vecpg.distributed.PLACEMENT_TIMEOUT_S = 1.0
+            try:
+                distributed.start(policy, buffer)
+            finally:
+                vecpg.distributed.PLACEMENT_TIMEOUT_S = 60.0
+                distributed.close()
+
+
+def test_samplers_spread_over_two_nodes(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    shm_before = set(os.listdir("/dev/shm"))
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "include_dashboard": False,
+            "object_store_memory": 100 * 1024 * 1024,
+        },
+    )
+    try:
+        cluster.add_node(num_cpus=1, object_store_memory=100 * 1024 * 1024)
+        ray.init(address=cluster.address, log_to_driver=False)
+        config = _config()
+        distributed = RaySampler(config)
+        policy, buffer = _policy_and_buffer(config, distributed)
+        try:
+            distributed.start(policy, buffer)
+            nodes = {info["node_id"] for info in distributed.describe()}
+            assert len(nodes) == 2, "SPREAD placement should use both nodes"
+            distributed.reset(seed=3)
+            distributed.collect()
+            assert distributed.global_step == 8 * 4
+        finally:
+            distributed.close()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    assert not _wait_gone([process.pid for process in _ray_processes()])
+    assert set(os.listdir("/dev/shm")) <= shm_before

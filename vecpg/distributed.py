@@ -1,0 +1,509 @@
+"""Sampling on many machines with Ray: K sampler actors, each stepping n = N / K envs.
+
+``T`` is the rollout length, ``N`` the number of envs of the whole run, ``K`` the number of
+sampler actors and ``n = N / K`` the envs of one actor. Actor ``k`` runs the global envs
+``[k n, (k + 1) n)``.
+
+Data path of one update (:meth:`RaySampler.collect`):
+
+1. weights: the learner puts the policy's CPU ``state_dict`` into Ray's object store once
+   (one ``ray.put``) and passes the same reference to all K actors; Ray ships the object
+   to each node once, not once per actor;
+2. sampling: each actor loads the weights into its CPU policy copy and runs the ordinary
+   :class:`vecpg.sampler.Sampler` on its own :class:`vecpg.vector.SubprocVectorEnv`
+   (SAME_STEP autoreset, ``infos="none"``, worker processes on the actor's node) into a
+   ``[T, n]`` :class:`vecpg.buffer.RolloutBuffer` (observations, actions, log_probs,
+   values, rewards, terminations, truncations, final-observation values, next values);
+3. gather: the learner fetches the K segments and copies segment ``k`` into columns
+   ``[k n, (k + 1) n)`` of its ``[T, N]`` buffer. Advantages and the update then run on
+   that buffer exactly as on one machine: no math is implemented twice.
+
+Determinism: env ``i`` is reset with ``seed + i`` as on one machine, and the action noise
+is keyed by (seed, env index, env step) (:class:`vecpg.sampler.ActionNoise`), so K
+samplers of n envs produce the same buffer, the same updates and the same episode
+statistics (merged in (step, env) order) as one sampler of N envs.
+
+Placement: one placement group with one ``{"CPU": sampler_cpus}`` bundle per actor and the
+SPREAD strategy, so Ray puts the actors on as many nodes as it can; each actor's env
+worker processes run on its node and should fit in its ``sampler_cpus``.
+
+Faults:
+
+* A sampler actor that dies (node lost, process killed, out of memory) is restarted by
+  Ray, up to ``sampler_max_restarts`` times. The update **waits for the replacement**: the
+  learner logs a warning, asks the restarted actor to collect the lost segment again
+  (with fresh episodes, reset with ``seed + env steps so far`` per env), and only then
+  updates. The buffer is a fixed ``[T, N]``, and an update on fewer envs would change the
+  batch size, the minibatch split and the advantage statistics, so waiting is the simple
+  correct choice; the cost is one extra rollout of one actor. After a restart the run is
+  no longer identical to a single-machine run (the lost envs start new episodes).
+* An exception inside an env reaches the learner as the same
+  :class:`vecpg.errors.WorkerError` as on one machine, with the global env index and the
+  remote traceback (Ray's ``RayTaskError`` wrapper is removed).
+* :meth:`RaySampler.close` closes each actor's vector env, kills the actors, removes the
+  placement group and, if it started Ray itself, shuts Ray down. No actor, env worker
+  process or shared-memory segment is left (env shared memory is anonymous, see
+  :mod:`vecpg.vector`; workers exit when their actor dies).
+
+Ray is an optional extra: it is imported inside functions only, and a missing install is
+a :class:`vecpg.errors.ConfigError` that names the extra.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from vecpg.buffer import RolloutBuffer, map_structure
+from vecpg.config import TrainConfig
+from vecpg.errors import ConfigError, VecpgError, WorkerError
+from vecpg.sampler import Sampler
+
+logger = logging.getLogger(__name__)
+
+#: Per-step ``[T, n]`` buffer fields an actor returns besides the observations.
+SEGMENT_FIELDS = (
+    "actions",
+    "log_probs",
+    "values",
+    "rewards",
+    "terminations",
+    "truncations",
+    "final_values",
+    "next_values",
+)
+PLACEMENT_TIMEOUT_S = 60.0
+CLOSE_TIMEOUT_S = 10.0
+
+
+def import_ray() -> Any:
+    """Import Ray, or raise a ConfigError naming the extra to install."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "backend ray needs Ray: pip install 'vecpg[ray]' (or use --backend local)"
+        ) from None
+    return ray
+
+
+class _EpisodeLog:
+    """A vector env proxy that records (env step, global env index, return, length) per episode.
+
+    The Sampler folds finished episodes into its running window in step order and env
+    order; the learner needs the same order across actors, so each actor reports when
+    and where every episode ended.
+    """
+
+    def __init__(self, env: Any, env_offset: int) -> None:
+        self.env, self.env_offset = env, env_offset
+        self.records: list[np.ndarray] = []
+        self.step_index = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    def step(self, actions: Any) -> Any:
+        result = self.env.step(actions)
+        ended = np.flatnonzero(self.env.episode_ended)
+        if len(ended):
+            record = np.empty((len(ended), 4), dtype=np.float64)
+            record[:, 0] = self.step_index
+            record[:, 1] = ended + self.env_offset
+            record[:, 2] = self.env.episode_returns[ended]
+            record[:, 3] = self.env.episode_lengths[ended]
+            self.records.append(record)
+        self.step_index += 1
+        return result
+
+    def take_records(self) -> np.ndarray:
+        """``[E, 4]`` rows (step within the rollout, env, return, length); clears the log."""
+        records = np.concatenate(self.records) if self.records else np.empty((0, 4))
+        self.records, self.step_index = [], 0
+        return records
+
+
+class SegmentSampler:
+    """What runs inside one Ray sampler actor: a vector env, a CPU policy, a [T, n] buffer.
+
+    Args:
+        config: the run's config (``num_envs`` is the global N).
+        policy: a CPU copy of the learner's policy (weights are replaced every collect).
+        sampler_index: k, this actor's index.
+        env_offset: global index of the first env, ``k * n``.
+        num_envs: n, the envs of this actor.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        policy: torch.nn.Module,
+        sampler_index: int,
+        env_offset: int,
+        num_envs: int,
+    ) -> None:
+        from vecpg.trainer import make_vector_env
+
+        if config.torch_threads > 0:
+            torch.set_num_threads(config.torch_threads)
+        self.sampler_index, self.env_offset, self.num_envs = sampler_index, env_offset, num_envs
+        workers = None if config.num_workers is None else min(config.num_workers, num_envs)
+        local = dataclasses.replace(config, num_envs=num_envs, num_workers=workers)
+        self.env = _EpisodeLog(make_vector_env(local), env_offset)
+        self.policy = policy.cpu()
+        self.buffer = RolloutBuffer(
+            policy.observation_space,
+            self.env.single_action_space,
+            config.num_steps,
+            num_envs,
+            "cpu",
+        )
+        self.sampler = Sampler(
+            self.env, self.policy, self.buffer, env_offset=env_offset, total_envs=config.num_envs
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """Where this actor runs: host, node id, pid and its env worker pids (for tests)."""
+        import ray
+
+        return {
+            "host": socket.gethostname(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "pid": os.getpid(),
+            "worker_pids": list(getattr(self.env.env, "worker_pids", [])),
+        }
+
+    def reset(self, seed: int | None) -> None:
+        """Reset the envs: global env i gets ``seed + i``; the action noise is keyed by seed."""
+        self.sampler.reset(seed)
+        self.env.take_records()
+
+    def collect(
+        self, weights: dict[str, torch.Tensor], steps_per_env: int, reset_seed: int
+    ) -> dict[str, Any]:
+        """Load ``weights``, run T steps of the n envs; return the ``[T, n]`` segment.
+
+        ``steps_per_env`` (env steps per env before this rollout) keys the action noise;
+        ``reset_seed`` is used only by a fresh (restarted) actor whose envs were never reset.
+        """
+        started = time.perf_counter()
+        self.policy.load_state_dict(weights)
+        if self.sampler.action_noise is None:  # a new or restarted actor
+            self.reset(reset_seed)
+        self.sampler.global_step = steps_per_env * self.num_envs
+        try:
+            self.sampler.collect()
+        except WorkerError as error:
+            raise self._global_error(error) from None
+        buffer = self.buffer
+        segment = {name: getattr(buffer, name) for name in SEGMENT_FIELDS}
+        segment["observations"] = buffer.observations
+        segment["episodes"] = self.env.take_records()
+        segment["sample_s"] = time.perf_counter() - started
+        return segment
+
+    def _global_error(self, error: WorkerError) -> WorkerError:
+        """The env's WorkerError with the global env index and this actor's whereabouts."""
+        message = str(error.args[0]) if error.args else "worker error"
+        env_index = error.env_index
+        if env_index is not None:
+            env_index += self.env_offset
+            message = message.replace(f"env {error.env_index} ", f"env {env_index} ", 1)
+        message += f" [Ray sampler {self.sampler_index} on {socket.gethostname()}]"
+        return WorkerError(
+            message,
+            worker_index=error.worker_index,
+            env_index=env_index,
+            exception_type=error.exception_type,
+            remote_traceback=error.remote_traceback,
+        )
+
+    def close(self) -> None:
+        self.env.close()
+
+
+class RaySampler:
+    """The :class:`vecpg.sampler.Sampler` interface, backed by K Ray sampler actors.
+
+    Build it with the config (it checks Ray and reads the env's spaces, so it can stand in
+    for the local vector env while the trainer builds the policy), then call :meth:`start`
+    with the policy and the learner's ``[T, N]`` buffer to start Ray and the actors.
+
+    Attributes:
+        single_observation_space, single_action_space, num_envs: as a vector env's.
+        global_step, episodes_finished, episode_returns, episode_lengths: as the Sampler's.
+        timings: seconds spent in the last collect: ``broadcast_s`` (one ``ray.put`` of the
+            weights), ``sample_s`` (submit until every segment is ready), ``gather_s``
+            (fetching the K segments and copying them into the buffer),
+            ``actor_sample_s_max`` (the slowest actor's own sampling time).
+    """
+
+    def __init__(self, config: TrainConfig, episode_window: int = 20) -> None:
+        from vecpg.trainer import env_factory
+
+        import_ray()
+        self.config = config
+        self.num_envs = config.num_envs
+        self.num_samplers = config.num_samplers
+        if config.num_envs % config.num_samplers:
+            raise ConfigError(
+                f"num_envs={config.num_envs} must be divisible by num_samplers="
+                f"{config.num_samplers}"
+            )
+        self.envs_per_sampler = config.num_envs // config.num_samplers
+        factory, _ = env_factory(config.env)
+        probe = factory()
+        self.single_observation_space = probe.observation_space
+        self.single_action_space = probe.action_space
+        probe.close()
+        self.episode_returns: collections.deque[float] = collections.deque(maxlen=episode_window)
+        self.episode_lengths: collections.deque[int] = collections.deque(maxlen=episode_window)
+        self.episodes_finished = 0
+        self.global_step = 0
+        self.timings: dict[str, float] = {}
+        self.restarts = 0
+        self.actors: list[Any] = []
+        self.placement_group: Any = None
+        self.policy: torch.nn.Module | None = None
+        self.buffer: RolloutBuffer | None = None
+        self._owns_ray = False
+        self._seed = config.seed
+        self.closed = False
+
+    # ------------------------------------------------------------------ start
+    def start(
+        self,
+        policy: torch.nn.Module,
+        buffer: RolloutBuffer,
+        *,
+        observation_normalizer: Any = None,
+        reward_scaler: Any = None,
+    ) -> RaySampler:
+        """Connect to (or start) Ray, place the K actors and build their envs; returns self."""
+        if observation_normalizer is not None or reward_scaler is not None:
+            raise ConfigError(
+                "normalize_observations and normalize_rewards are not supported with "
+                "backend ray yet; use backend local"
+            )
+        if buffer.num_envs != self.num_envs:
+            raise ValueError(f"buffer has {buffer.num_envs} envs, config has {self.num_envs}")
+        self.policy, self.buffer = policy, buffer
+        ray = import_ray()
+        try:
+            self._connect(ray)
+            self._place_actors(ray)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _connect(self, ray: Any) -> None:
+        if ray.is_initialized():
+            return
+        address = self.config.ray_address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            ray.init(address=address, log_to_driver=True)
+        else:
+            wanted = self.num_samplers * self.config.sampler_cpus
+            ray.init(num_cpus=max(os.cpu_count() or 1, wanted), include_dashboard=False)
+        self._owns_ray = True
+
+    def _place_actors(self, ray: Any) -> None:
+        from ray.util.placement_group import placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        config = self.config
+        bundles = [{"CPU": config.sampler_cpus} for _ in range(self.num_samplers)]
+        self.placement_group = placement_group(bundles, strategy="SPREAD")
+        ready, _ = ray.wait([self.placement_group.ready()], timeout=PLACEMENT_TIMEOUT_S)
+        if not ready:
+            available = ray.cluster_resources().get("CPU", 0)
+            raise ConfigError(
+                f"Ray could not place {self.num_samplers} samplers x {config.sampler_cpus} "
+                f"CPUs within {PLACEMENT_TIMEOUT_S:.0f} s (cluster CPUs: {available:g}); "
+                "lower --num-samplers or --sampler-cpus, or add nodes"
+            )
+        remote_class = ray.remote(SegmentSampler)
+        policy_copy = _cpu_copy(self.policy)
+        n = self.envs_per_sampler
+        for k in range(self.num_samplers):
+            strategy = PlacementGroupSchedulingStrategy(
+                placement_group=self.placement_group, placement_group_bundle_index=k
+            )
+            actor = remote_class.options(
+                num_cpus=config.sampler_cpus,
+                max_restarts=config.sampler_max_restarts,
+                max_task_retries=0,  # a lost collect is re-submitted by collect(), with a log
+                scheduling_strategy=strategy,
+            ).remote(config, policy_copy, k, k * n, n)
+            self.actors.append(actor)
+        # Surface env-construction errors now, as the local backend does.
+        self._get_all([actor.describe.remote() for actor in self.actors])
+
+    # ------------------------------------------------------------------ sampling
+    def describe(self) -> list[dict[str, Any]]:
+        """Host, node id, pid and env worker pids of every actor."""
+        return self._get_all([actor.describe.remote() for actor in self.actors])
+
+    def reset(self, seed: int | None = None) -> None:
+        """Reset every env: global env i gets ``seed + i`` (as :meth:`Sampler.reset`)."""
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()))
+        self._seed = seed
+        self._get_all([actor.reset.remote(seed) for actor in self.actors])
+
+    @torch.no_grad()
+    def collect(self) -> None:
+        """Broadcast the weights, gather K ``[T, n]`` segments into the ``[T, N]`` buffer."""
+        ray = import_ray()
+        assert self.policy is not None and self.buffer is not None, "call start() first"
+        started = time.perf_counter()
+        weights = ray.put({k: v.detach().cpu() for k, v in self.policy.state_dict().items()})
+        broadcast_done = time.perf_counter()
+        steps_per_env = self.global_step // self.num_envs
+        reset_seed = self._seed + steps_per_env * self.num_envs
+
+        def submit(k: int) -> Any:
+            return self.actors[k].collect.remote(weights, steps_per_env, reset_seed)
+
+        refs = [submit(k) for k in range(self.num_samplers)]
+        # fetch_local=False: wait for the samplers only; fetching the segments is the gather.
+        ray.wait(refs, num_returns=len(refs), fetch_local=False)
+        sampled = time.perf_counter()
+        segments = [self._get_segment(ray, ref, k, submit) for k, ref in enumerate(refs)]
+        self._gather(segments)
+        finished = time.perf_counter()
+        self.global_step += self.buffer.num_steps * self.num_envs
+        self.timings = {
+            "broadcast_s": broadcast_done - started,
+            "sample_s": sampled - broadcast_done,
+            "gather_s": finished - sampled,
+            "actor_sample_s_max": max(segment["sample_s"] for segment in segments),
+        }
+
+    def _get_segment(self, ray: Any, ref: Any, k: int, submit: Any) -> dict[str, Any]:
+        """Segment k; if its actor died, wait for Ray's restart and collect it again (logged)."""
+        attempts = 0
+        while True:
+            try:
+                return self._get(ref, k)
+            except ray.exceptions.RayActorError as error:
+                attempts += 1
+                if attempts > self.config.sampler_max_restarts:
+                    raise VecpgError(
+                        f"Ray sampler {k} died {attempts} times during one collect "
+                        f"(sampler_max_restarts={self.config.sampler_max_restarts}): "
+                        f"{str(error).strip().splitlines()[0]}"
+                    ) from None
+                self.restarts += 1
+                logger.warning(
+                    "Ray sampler %d died during collect (%s); waiting for Ray to restart it "
+                    "and re-collecting its segment (envs %d..%d) before the update",
+                    k,
+                    type(error).__name__,
+                    k * self.envs_per_sampler,
+                    (k + 1) * self.envs_per_sampler - 1,
+                )
+                ref = submit(k)
+
+    def _gather(self, segments: list[dict[str, Any]]) -> None:
+        buffer = self.buffer
+        assert buffer is not None
+        n = self.envs_per_sampler
+        for k, segment in enumerate(segments):
+            columns = slice(k * n, (k + 1) * n)
+            for name in SEGMENT_FIELDS:
+                getattr(buffer, name)[:, columns].copy_(segment[name], non_blocking=True)
+            map_structure(
+                lambda destination, source, columns=columns: destination[:, columns].copy_(
+                    source, non_blocking=True
+                ),
+                buffer.observations,
+                segment["observations"],
+            )
+        episodes = np.concatenate([segment["episodes"] for segment in segments])
+        if len(episodes):
+            # The single-machine Sampler folds episodes in by step, then by env index.
+            order = np.lexsort((episodes[:, 1], episodes[:, 0]))
+            episodes = episodes[order]
+            self.episode_returns.extend(episodes[:, 2].tolist())
+            self.episode_lengths.extend(episodes[:, 3].astype(np.int64).tolist())
+            self.episodes_finished += len(episodes)
+
+    def _get(self, ref: Any, k: int) -> Any:
+        """``ray.get`` that re-raises an env failure as the plain WorkerError."""
+        ray = import_ray()
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as error:
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, WorkerError):
+                raise WorkerError(
+                    str(cause.args[0]) if cause.args else f"Ray sampler {k} failed",
+                    worker_index=cause.worker_index,
+                    env_index=cause.env_index,
+                    exception_type=cause.exception_type,
+                    remote_traceback=cause.remote_traceback,
+                ) from None
+            raise
+
+    def _get_all(self, refs: list[Any]) -> list[Any]:
+        return [self._get(ref, k) for k, ref in enumerate(refs)]
+
+    def episode_return_mean(self) -> float:
+        """Mean return of the last ``episode_window`` finished episodes (NaN if none)."""
+        return float(np.mean(self.episode_returns)) if self.episode_returns else float("nan")
+
+    def episode_length_mean(self) -> float:
+        """Mean length of the last ``episode_window`` finished episodes (NaN if none)."""
+        return float(np.mean(self.episode_lengths)) if self.episode_lengths else float("nan")
+
+    # ------------------------------------------------------------------ shutdown
+    def close(self) -> None:
+        """Close the actors' envs, kill the actors, remove the placement group (idempotent).
+
+        Shuts Ray down too when this sampler started it.
+        """
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            ray = import_ray()
+        except ConfigError:
+            return
+        if not ray.is_initialized():
+            return
+        if self.actors:
+            closing = [actor.close.remote() for actor in self.actors]
+            ray.wait(closing, num_returns=len(closing), timeout=CLOSE_TIMEOUT_S)
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
+            self.actors = []
+        if self.placement_group is not None:
+            from ray.util.placement_group import remove_placement_group
+
+            remove_placement_group(self.placement_group)
+            self.placement_group = None
+        if self._owns_ray:
+            ray.shutdown()
+            self._owns_ray = False
+
+    def __enter__(self) -> RaySampler:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _cpu_copy(policy: torch.nn.Module) -> torch.nn.Module:
+    import copy
+
+    return copy.deepcopy(policy).cpu()
