@@ -54,10 +54,11 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import math
 import os
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -66,6 +67,9 @@ from vecpg.buffer import RolloutBuffer, map_structure
 from vecpg.config import TrainConfig
 from vecpg.errors import ConfigError, VecpgError, WorkerError
 from vecpg.sampler import Sampler
+
+if TYPE_CHECKING:
+    from vecpg.policies import ActorCritic
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +149,7 @@ class SegmentSampler:
     def __init__(
         self,
         config: TrainConfig,
-        policy: torch.nn.Module,
+        policy: ActorCritic,
         sampler_index: int,
         env_offset: int,
         num_envs: int,
@@ -272,7 +276,7 @@ class RaySampler:
         self.restarts = 0
         self.actors: list[Any] = []
         self.placement_group: Any = None
-        self.policy: torch.nn.Module | None = None
+        self.policy: ActorCritic | None = None
         self.buffer: RolloutBuffer | None = None
         self._owns_ray = False
         self._seed = config.seed
@@ -281,7 +285,7 @@ class RaySampler:
     # ------------------------------------------------------------------ start
     def start(
         self,
-        policy: torch.nn.Module,
+        policy: ActorCritic,
         buffer: RolloutBuffer,
         *,
         observation_normalizer: Any = None,
@@ -312,7 +316,8 @@ class RaySampler:
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
-            wanted = self.num_samplers * self.config.sampler_cpus
+            # Logical CPUs: enough for every sampler's bundle even on a small machine.
+            wanted = math.ceil(self.num_samplers * self.config.sampler_cpus)
             ray.init(num_cpus=max(os.cpu_count() or 1, wanted), include_dashboard=False)
         self._owns_ray = True
 
@@ -332,6 +337,7 @@ class RaySampler:
                 "lower --num-samplers or --sampler-cpus, or add nodes"
             )
         remote_class = ray.remote(SegmentSampler)
+        assert self.policy is not None
         policy_copy = _cpu_copy(self.policy)
         n = self.envs_per_sampler
         for k in range(self.num_samplers):
@@ -503,7 +509,7 @@ class RaySampler:
         self.close()
 
 
-def _cpu_copy(policy: torch.nn.Module) -> torch.nn.Module:
+def _cpu_copy(policy: ActorCritic) -> ActorCritic:
     import copy
 
     return copy.deepcopy(policy).cpu()
