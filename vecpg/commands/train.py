@@ -3,13 +3,26 @@
 One option per :class:`vecpg.config.TrainConfig` field (help text from the field
 metadata), plus ``--config FILE`` (YAML or TOML); options given on the command line
 override the file. torch is imported inside :func:`run` only.
+
+The run-operation options (``--checkpoint-interval``, ``--keep-checkpoints``,
+``--tensorboard``, ``--quiet``, ``--resume``) are command options, not TrainConfig
+fields: they say how this process operates the run, not what is trained, so changing them
+on ``--resume`` is never a config change, and config.yaml and the checkpoints hold only
+what defines the experiment. The trainer gets them as callbacks, in this order: metrics
+CSV, TensorBoard, checkpoints, health, progress (health asks the checkpoint callback to
+save a failing state before it raises; progress runs last so its line shows the row every
+other callback has handled).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
-from typing import Any
+import sys
+import warnings
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 from vecpg.config import _TYPES, FIELDS, field_help
 
@@ -17,7 +30,9 @@ HELP = "train a policy (PPO, A2C or REINFORCE) on a Gymnasium env"
 DESCRIPTION = (
     "Train a policy on a Gymnasium env with parallel sampling. Every hyperparameter can be "
     "set here or in a YAML/TOML file given with --config; command-line values override the "
-    "file. Defaults depend on --algo. Writes config.yaml and metrics.csv into the run dir."
+    "file. Defaults depend on --algo. Writes config.yaml, metrics.csv, checkpoints/, "
+    "health.jsonl (only when a health check fires) and tensorboard/ into the run dir. "
+    "--resume RUN_DIR continues a stopped run from its latest readable checkpoint."
 )
 
 
@@ -48,6 +63,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         elif "choices" not in spec.metadata:
             options["metavar"] = name.split("_")[-1].upper()
         parser.add_argument(flag, **options)
+    _add_operation_arguments(parser.add_argument_group("run operation"))
+
+
+def _add_operation_arguments(group: argparse._ArgumentGroup) -> None:
+    from vecpg import tensorboard_log
+
+    group.add_argument(
+        "--checkpoint-interval",
+        type=int,
+        default=100_000,
+        metavar="STEPS",
+        help="save a checkpoint every STEPS env steps, plus a final one (0: final only)",
+    )
+    group.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        default=3,
+        metavar="K",
+        help="keep the last K checkpoints (older ones are deleted)",
+    )
+    group.add_argument(
+        "--tensorboard",
+        action=argparse.BooleanOptionalAction,
+        default=tensorboard_log.available(),
+        help="write TensorBoard event files to RUN_DIR/tensorboard (default: on when the "
+        "tensorboard package is installed)",
+    )
+    group.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress output; print only the final summary line (and warnings)",
+    )
+    group.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue the run in RUN_DIR from its latest readable checkpoint, appending "
+        "to its metrics; options given with it override the saved config where that is "
+        "safe (e.g. --total-steps to train longer); --env, --algo, --num-envs and the "
+        "network shape cannot change",
+    )
 
 
 def _cli_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -58,22 +114,113 @@ def _format_return(value: float) -> str:
     return "n/a (no episode finished)" if math.isnan(value) else f"{value:.1f}"
 
 
+def _check_operation_arguments(args: argparse.Namespace) -> None:
+    from vecpg.errors import ConfigError
+
+    if args.checkpoint_interval < 0:
+        raise ConfigError(
+            f"--checkpoint-interval must be >= 0 (0: final checkpoint only), "
+            f"got {args.checkpoint_interval}"
+        )
+    if args.keep_checkpoints < 1:
+        raise ConfigError(f"--keep-checkpoints must be >= 1, got {args.keep_checkpoints}")
+
+
+@contextlib.contextmanager
+def _warnings_as_lines(progress: Any) -> Iterator[None]:
+    """Print vecpg's run warnings as ``vecpg: warning: ...`` lines on stderr.
+
+    Python's default format (file:line, then the source line of the ``warn`` call) tells a
+    user of the command line nothing. A bar being redrawn on a terminal is ended first so
+    the warning does not overwrite it.
+    """
+    from vecpg.checkpoint import CheckpointWarning
+    from vecpg.health import TrainingHealthWarning
+
+    ours = (CheckpointWarning, TrainingHealthWarning)
+    with warnings.catch_warnings():
+        original = warnings.showwarning
+
+        def show(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None:
+            if not issubclass(category, ours):
+                original(message, category, filename, lineno, file, line)
+                return
+            # the progress bar's private width: nonzero while a \r-bar is on the line
+            if progress._line_width:
+                sys.stderr.write("\n")
+                progress._line_width = 0
+            sys.stderr.write(f"vecpg: warning: {message}\n")
+            sys.stderr.flush()
+
+        warnings.showwarning = show
+        for category in ours:
+            warnings.simplefilter("always", category)  # each is already raised once
+        yield
+
+
 def run(args: argparse.Namespace) -> int:
     from vecpg.config import load_config_file, resolve_config
 
+    _check_operation_arguments(args)
     file_values = load_config_file(args.config) if args.config else {}
-    config = resolve_config(file_values, _cli_values(args))
+    if args.resume is None:
+        config = resolve_config(file_values, _cli_values(args))
 
+    from vecpg.checkpoint import CheckpointCallback
+    from vecpg.health import HealthCallback
     from vecpg.metrics import MetricsCSV
+    from vecpg.progress import ProgressCallback
     from vecpg.trainer import Trainer
 
-    trainer = Trainer(config, callbacks=[MetricsCSV()])
-    summary = trainer.train()
+    progress = ProgressCallback(None, quiet=args.quiet)
+    with _warnings_as_lines(progress):
+        plan = None
+        if args.resume is not None:
+            from vecpg import resume
+
+            plan = resume.prepare(args.resume, {**file_values, **_cli_values(args)})
+            config = plan.config
+        progress.total_steps = config.total_steps
+        callbacks: list[Any] = [MetricsCSV()]
+        if args.tensorboard:
+            from vecpg.tensorboard_log import TensorBoardCallback
+
+            callbacks.append(TensorBoardCallback())
+        saver = CheckpointCallback(args.checkpoint_interval, keep_last=args.keep_checkpoints)
+        callbacks += [saver, HealthCallback(checkpoint=saver), progress]
+        run_dir = plan.run_dir if plan is not None else None
+        trainer = Trainer(config, run_dir, callbacks=callbacks)
+        if plan is not None:
+            try:
+                trainer.load_state_dict(plan.checkpoint.state)
+            except BaseException:
+                trainer.close()
+                raise
+            if not args.quiet:
+                dropped = (
+                    f"; dropped {plan.rows_dropped} metrics rows logged after it"
+                    if plan.rows_dropped
+                    else ""
+                )
+                print(
+                    f"vecpg: resuming {plan.run_dir} from {plan.checkpoint.path.name} "
+                    f"(step {plan.checkpoint.step:,}, update {trainer.update:,}){dropped}",
+                    file=sys.stderr,
+                )
+        summary = trainer.train()
     solved = (
         f", reached {config.stop_at_return:g}" if summary["stop_reason"] == "stop_at_return" else ""
     )
+    resumed = f" (resumed at {plan.checkpoint.step:,})" if plan is not None else ""
     print(
-        f"vecpg: {config.algo} on {config.env}: {summary['global_step']:,} steps in "
+        f"vecpg: {config.algo} on {config.env}: {summary['global_step']:,} steps{resumed} in "
         f"{summary['time_s']:.1f} s ({summary['sps']:,.0f} steps/s), mean return "
         f"{_format_return(summary['episode_return_mean'])} over the last 20 episodes"
         f"{solved}; run dir {summary['run_dir']}"
