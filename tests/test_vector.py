@@ -300,3 +300,21 @@ def test_cpu_affinity_pins_workers():
         envs.reset(seed=0)
         for w, pid in enumerate(envs.worker_pids):
             assert psutil.Process(pid).cpu_affinity() == [cores[w % len(cores)]]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+@pytest.mark.parametrize(
+    "env_fn", [short_cartpole, InfoEnv, DictTupleEnv, TextEnv], ids=lambda f: f.__name__
+)
+def test_parent_share_matches_sync(mode, env_fn):
+    """The parent stepping the last share itself gives exactly SyncVectorEnv's results."""
+    run_pair(env_fn, num_envs=5, steps=80, mode=mode, num_workers=1, parent_share=True)
+
+
+def test_defaults_give_cheap_envs_a_parent_share_and_keep_explicit_worker_counts():
+    with SubprocVectorEnv([cartpole] * 8) as envs:
+        if envs.num_workers + envs.parent_share > 1:  # more than one usable core
+            assert envs.parent_share
+        assert len(envs.worker_pids) == envs.num_workers
+    with SubprocVectorEnv([cartpole] * 8, num_workers=2) as envs:
+        assert not envs.parent_share and len(envs.worker_pids) == 2

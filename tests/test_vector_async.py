@@ -117,3 +117,24 @@ def test_async_misuse_raises_clear_errors():
         envs.send(np.zeros(2, dtype=np.int64), batch.env_ids)
         with pytest.raises(NoAsyncCallError):
             envs.step_wait()
+
+
+def test_async_with_a_parent_share_follows_each_env_trajectory():
+    num_envs, seed = 4, 5
+    rng = np.random.default_rng(1)
+    seen = {i: [] for i in range(num_envs)}
+    sent = {i: [] for i in range(num_envs)}
+    with SubprocVectorEnv(
+        [short_cartpole] * num_envs, num_workers=1, parent_share=True, batch_size=2
+    ) as envs:
+        envs.async_reset(seed=seed)
+        for _ in range(40):
+            batch = envs.recv()
+            actions = rng.integers(0, 2, size=2)
+            for k, i in enumerate(batch.env_ids.tolist()):
+                seen[i].append(batch.observations[k])
+                sent[i].append(int(actions[k]))
+            envs.send(actions, batch.env_ids)
+    for i in range(num_envs):
+        observations, _, _ = replay_single_env(seed + i, sent[i])
+        np.testing.assert_array_equal(np.array(seen[i]), np.array(observations[: len(seen[i])]))

@@ -237,3 +237,27 @@ def test_ctrl_c_shuts_down_cleanly(tmp_path):
     assert "KeyboardInterrupt" in stderr
     assert "Traceback in the worker" not in stderr and "vecpg-worker" not in stderr
     assert_all_gone(worker_pids, timeout_s=10.0)
+
+
+def test_exception_in_an_env_of_the_parent_share_is_reported_the_same_way():
+    env_fns = [FailingEnv] * 3 + [partial(FailingEnv, fail_on="step", after=1)]
+    envs = SubprocVectorEnv(env_fns, num_workers=1, parent_share=True)
+    pids = envs.worker_pids
+    envs.reset(seed=0)
+    envs.step(np.zeros(4, dtype=np.int64))
+    with pytest.raises(
+        WorkerError, match=r"InjectedFault in env 3 \(worker 1, in the parent process\) during step"
+    ) as caught:
+        envs.step(np.zeros(4, dtype=np.int64))
+    assert caught.value.env_index == 3 and "_maybe_fail" in caught.value.remote_traceback
+    assert envs.closed
+    assert_all_gone(pids)
+
+
+def test_constructor_exception_in_the_parent_share_closes_the_workers():
+    with pytest.raises(WorkerError, match="env 2 .*parent process.*construct"):
+        SubprocVectorEnv(
+            [FailingEnv, FailingEnv, partial(FailingEnv, fail_on="init")],
+            num_workers=1,
+            parent_share=True,
+        )

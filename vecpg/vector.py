@@ -46,7 +46,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from vecpg.action_checks import check_actions
-from vecpg.worker_defaults import choose_num_workers, measure_step_seconds, usable_cores
+from vecpg.worker_defaults import choose_layout, measure_step_seconds, usable_cores
 from vecpg.worker_pool import WorkerPool
 from workers import protocol
 from workers.protocol import INFO_MODES, WorkerSpec
@@ -91,7 +91,13 @@ class SubprocVectorEnv(VectorEnv):
     Args:
         env_fns: functions that create the envs (cloudpickled to the workers).
         num_workers: worker processes; None chooses from the usable cores and the measured
-            cost of one step (see :func:`vecpg.worker_defaults.choose_num_workers`).
+            cost of one step (see :func:`vecpg.worker_defaults.choose_layout`).
+        parent_share: the parent process hosts one worker's share of the envs (the last
+            ones) and steps them while the worker processes step theirs, instead of idling:
+            one process fewer competing for the cores, no wakeup for that share. Those envs
+            then share the parent's fate (no crash isolation). None (default) enables it
+            only when ``num_workers`` is also None, the envs are cheap (see
+            :func:`~vecpg.worker_defaults.choose_layout`), and ``batch_size`` is all envs.
         copy: return copies of the observations (True, as Gymnasium) or views into shared
             memory that stay valid until the next step/reset (False; zero-copy).
         context: multiprocessing start method, ``"forkserver"`` (default), ``"spawn"`` or
@@ -127,6 +133,7 @@ class SubprocVectorEnv(VectorEnv):
         env_fns: Sequence[Callable[[], gym.Env]],
         *,
         num_workers: int | None = None,
+        parent_share: bool | None = None,
         copy: bool = True,
         context: str | None = None,
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
@@ -176,7 +183,13 @@ class SubprocVectorEnv(VectorEnv):
             self.single_action_space = probe_env.action_space
             if num_workers is None:
                 step_seconds = measure_step_seconds(probe_env)
-                num_workers = choose_num_workers(self.num_envs, step_seconds, usable_cores())
+                num_workers, chosen_share = choose_layout(
+                    self.num_envs,
+                    step_seconds,
+                    usable_cores(),
+                    allow_parent_share=self.batch_size == self.num_envs,
+                )
+                parent_share = chosen_share if parent_share is None else parent_share
         finally:
             probe_env.close()
         if not 1 <= num_workers <= self.num_envs:
@@ -184,6 +197,11 @@ class SubprocVectorEnv(VectorEnv):
                 f"num_workers must be in [1, num_envs={self.num_envs}], got {num_workers}"
             )
         self.num_workers = int(num_workers)
+        self.parent_share = bool(parent_share)
+        if self.parent_share and self.num_workers >= self.num_envs:
+            raise ValueError("parent_share needs more envs than worker processes")
+        # Shares of the envs: one per worker process, plus the parent's (last) if any.
+        self._num_shares = self.num_workers + int(self.parent_share)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
@@ -269,7 +287,7 @@ class SubprocVectorEnv(VectorEnv):
         else:
             cpus = [None] * self.num_workers
 
-        groups = np.array_split(np.arange(self.num_envs), self.num_workers)
+        groups = np.array_split(np.arange(self.num_envs), self._num_shares)
         self._worker_ranges = [(int(group[0]), int(group[-1]) + 1) for group in groups]
         self._worker_of_env = np.concatenate(
             [np.full(len(group), w) for w, group in enumerate(groups)]
@@ -288,7 +306,8 @@ class SubprocVectorEnv(VectorEnv):
                 parent_pid=os.getpid(),
                 observation_space=self.single_observation_space,
                 action_space=self.single_action_space,
-                cpu=cpus[w],
+                cpu=cpus[w] if w < self.num_workers else None,
+                in_parent=w == self.num_workers,
             )
             for w, (start, stop) in enumerate(self._worker_ranges)
         ]
@@ -417,7 +436,7 @@ class SubprocVectorEnv(VectorEnv):
         self._arrays["step_mask"][:] = True
         if self._actions_shared:
             self._write_actions(actions, slice(None))
-            for w in range(self.num_workers):
+            for w in range(self._num_shares):
                 self._dispatch_step(w, None)
         else:
             per_env = self._split_actions(actions, self.num_envs)
@@ -434,10 +453,10 @@ class SubprocVectorEnv(VectorEnv):
                 "Calling `step_wait` without any prior call to `step_async`.", "step"
             )
         self._sync_call_pending = False
-        replies = self._collect(range(self.num_workers), timeout=timeout)
+        replies = self._collect(range(self._num_shares), timeout=timeout)
         self._busy_workers.clear()
         infos: dict[str, Any] = {}
-        for w in range(self.num_workers):
+        for w in range(self._num_shares):
             reply = replies[w]
             if reply is not None:
                 infos = self._merge_infos(infos, reply.infos, lambda index: index)
@@ -720,10 +739,10 @@ class SubprocVectorEnv(VectorEnv):
         """Call ``name`` on every env (or read it, if not callable); results in env order."""
         self._check_idle()
         message = protocol.frame(protocol.CALL, cloudpickle.dumps((name, args, kwargs)))
-        for w in range(self.num_workers):
+        for w in range(self._num_shares):
             self._send(w, message)
-        replies = self._collect(range(self.num_workers), phase=f"call({name!r})")
-        return tuple(result for w in range(self.num_workers) for result in replies[w])
+        replies = self._collect(range(self._num_shares), phase=f"call({name!r})")
+        return tuple(result for w in range(self._num_shares) for result in replies[w])
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
         """The attribute ``name`` of every env (called if callable, as Gymnasium does)."""
@@ -746,7 +765,7 @@ class SubprocVectorEnv(VectorEnv):
                     protocol.SET_ATTR, cloudpickle.dumps((name, list(values[start:stop])))
                 ),
             )
-        self._collect(range(self.num_workers), phase=f"set_attr({name!r})")
+        self._collect(range(self._num_shares), phase=f"set_attr({name!r})")
 
     def render(self) -> tuple[Any, ...]:
         """Each env's ``render()`` result."""
@@ -790,7 +809,8 @@ class SubprocVectorEnv(VectorEnv):
     def __repr__(self) -> str:
         env_id = self.spec.id if self.spec is not None else None
         return (
-            f"SubprocVectorEnv({env_id}, num_envs={self.num_envs}, num_workers={self.num_workers})"
+            f"SubprocVectorEnv({env_id}, num_envs={self.num_envs}, num_workers={self.num_workers}"
+            + (", parent_share=True)" if self.parent_share else ")")
         )
 
 

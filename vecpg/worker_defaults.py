@@ -1,14 +1,20 @@
-"""How many workers to start when the user does not say: from cores and measured step cost.
+"""How to lay envs out over processes when the user does not say: from cores and step cost.
 
-A vector step with ``W`` workers costs roughly the slowest worker's envs plus the parent's
-per-worker signalling::
+The envs are split into ``L`` shares ("lanes") stepped in parallel. A vector step costs
+roughly the slowest share plus the parent's per-share signalling::
 
-    cost(W) = ceil(N / W) * step_seconds + W * SIGNAL_SECONDS
+    cost(L) = ceil(N / L) * step_seconds + L * SIGNAL_SECONDS
 
-with ``W`` at most the usable cores (more workers than cores only adds context switches).
-Cheap envs (CartPole: ~5 µs a step) want few workers, each hosting many envs; expensive
-envs want one worker per core. ``SIGNAL_SECONDS`` is the measured parent-side cost of one
+with ``L`` at most the usable cores (more lanes than cores only adds context switches).
+Cheap envs (CartPole: ~5 µs a step) want few lanes, each hosting many envs; expensive
+envs want one lane per core. ``SIGNAL_SECONDS`` is the measured parent-side cost of one
 worker's message round trip on the 2-core development machine (see benchmarks/README.md).
+
+For cheap envs one lane is the parent itself (``parent_share``): while the workers step
+their shares the parent would otherwise only wait, and on a machine whose cores are all
+taken by workers, every wait costs a context switch or a cross-core wakeup (50-80 µs on
+the development VM) of the same order as the whole step. Expensive envs keep every env in
+a worker process, where a crashing env cannot take the parent down.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ import time
 from typing import Any
 
 SIGNAL_SECONDS = 15e-6
+# Envs cheaper than this per step get a parent share: signalling and wakeups are then a
+# large part of a vector step. Above it, isolation is worth more than the saved wait.
+PARENT_SHARE_MAX_STEP_SECONDS = 100e-6
 
 
 def usable_cores() -> int:
@@ -50,20 +59,41 @@ def measure_step_seconds(env: Any, max_steps: int = 64, max_seconds: float = 0.0
     return durations[len(durations) // 2]
 
 
-def choose_num_workers(
+def choose_lanes(
     num_envs: int, step_seconds: float, cores: int, signal_seconds: float = SIGNAL_SECONDS
 ) -> int:
-    """The worker count minimizing the modelled vector-step cost (see module docstring).
+    """The number of parallel shares minimizing the modelled vector-step cost.
 
     Example:
-        >>> choose_num_workers(32, step_seconds=5e-6, cores=2)
+        >>> choose_lanes(32, step_seconds=5e-6, cores=2)
         2
-        >>> choose_num_workers(4, step_seconds=1e-3, cores=16)
+        >>> choose_lanes(4, step_seconds=1e-3, cores=16)
         4
-        >>> choose_num_workers(64, step_seconds=1e-6, cores=16)
+        >>> choose_lanes(64, step_seconds=1e-6, cores=16)
         2
     """
     candidates = range(1, max(1, min(num_envs, cores)) + 1)
     return min(
-        candidates, key=lambda w: math.ceil(num_envs / w) * step_seconds + w * signal_seconds
+        candidates,
+        key=lambda lanes: math.ceil(num_envs / lanes) * step_seconds + lanes * signal_seconds,
     )
+
+
+def choose_layout(
+    num_envs: int, step_seconds: float, cores: int, allow_parent_share: bool = True
+) -> tuple[int, bool]:
+    """``(num_workers, parent_share)`` for ``num_envs`` envs of this step cost on ``cores``.
+
+    Example:
+        >>> choose_layout(32, step_seconds=5e-6, cores=2)  # CartPole: a worker + the parent
+        (1, True)
+        >>> choose_layout(32, step_seconds=1e-4, cores=2)  # 100 us envs: two workers
+        (2, False)
+        >>> choose_layout(32, step_seconds=5e-6, cores=1)
+        (1, False)
+    """
+    lanes = choose_lanes(num_envs, step_seconds, cores)
+    parent_share = (
+        allow_parent_share and lanes >= 2 and step_seconds < PARENT_SHARE_MAX_STEP_SECONDS
+    )
+    return lanes - int(parent_share), parent_share

@@ -33,10 +33,50 @@ from typing import Any
 
 from vecpg.errors import WorkerError, WorkerTimeoutError
 from workers import protocol
-from workers.loop import worker_main
+from workers.loop import EnvRunner, failure_frame, handle, start_runner, worker_main
 from workers.protocol import Failure, WorkerSpec
 
 _LIVENESS_CHECK_S = 1.0
+
+
+class LocalWorker:
+    """One worker's share of the envs, stepped inside the parent process.
+
+    It answers the same framed commands with the same handler as a worker process, but
+    synchronously: its answer is ready as soon as ``send`` returns. The pool sends to it
+    last, so the parent steps this share while the worker processes step theirs.
+    """
+
+    def __init__(self, spec: WorkerSpec, shared_buffer: Any) -> None:
+        self.spec = spec
+        self.runner: EnvRunner | None = None
+        self.answer: bytes | None = None
+        try:
+            self.runner = start_runner(spec, shared_buffer)
+        except Exception as error:  # noqa: BLE001 - reported like a worker process's failure
+            self.answer = failure_frame(spec, None, error)
+
+    def send(self, message: bytes) -> None:
+        if self.runner is None:
+            return  # construction failed; the failure is the pending answer
+        tag, _ = protocol.HEADER.unpack_from(message)
+        try:
+            self.answer = handle(self.runner, tag, message[protocol.HEADER.size :])
+        except Exception as error:  # noqa: BLE001 - KeyboardInterrupt still propagates
+            self.answer = failure_frame(self.spec, self.runner, error)
+
+    def take_answer(self) -> tuple[bytes, bytes]:
+        answer, self.answer = self.answer, None
+        assert answer is not None, "no answer pending from the local worker"
+        tag, _ = protocol.HEADER.unpack_from(answer)
+        return tag, answer[protocol.HEADER.size :]
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+
+
 _START_TIMEOUT_S = 300.0  # building envs can be slow (ROMs, physics models); deaths show at once
 
 
@@ -44,7 +84,8 @@ class WorkerPool:
     """Worker processes with one pipe each, sharing one memory buffer.
 
     Args:
-        specs: one :class:`~workers.protocol.WorkerSpec` per worker.
+        specs: one :class:`~workers.protocol.WorkerSpec` per worker; a last spec with
+            ``in_parent=True`` is hosted by a :class:`LocalWorker` in this process.
         context: a ``multiprocessing`` context (its start method is used).
         shared_buffer: the ``RawArray`` every worker maps.
         daemon: start the workers as daemon processes.
@@ -68,9 +109,11 @@ class WorkerPool:
         self._poller = select.poll()
         self._worker_of_fd: dict[int, int] = {}
         self._closed = False
+        self.local: LocalWorker | None = None
         fork = context.get_start_method() == "fork"
+        remote_specs = [spec for spec in specs if not spec.in_parent]
         try:
-            for spec in specs:
+            for spec in remote_specs:
                 parent_end, child_end = context.Pipe(duplex=True)
                 process = context.Process(
                     target=worker_main,
@@ -85,6 +128,10 @@ class WorkerPool:
                 self._fds.append(parent_end.fileno())
                 self._poller.register(parent_end.fileno(), select.POLLIN)
                 self._worker_of_fd[parent_end.fileno()] = spec.worker_index
+            if len(remote_specs) < len(specs):
+                # Built while the worker processes build theirs.
+                self.local = LocalWorker(specs[-1], shared_buffer)
+                self.local.answer = self.local.answer or protocol.frame(protocol.DONE)
             self.collect(range(len(specs)), timeout=_START_TIMEOUT_S, phase="construct")
         except BaseException:
             self.close(timeout=1.0)
@@ -96,6 +143,10 @@ class WorkerPool:
 
     def send(self, worker: int, message: bytes) -> None:
         """Send a framed message (see :func:`workers.protocol.frame`) to ``worker``."""
+        if worker == len(self.processes):
+            assert self.local is not None
+            self.local.send(message)
+            return
         try:
             protocol.write_message(self._fds[worker], message)
         except (BrokenPipeError, OSError) as error:
@@ -159,7 +210,7 @@ class WorkerPool:
             if ready:
                 return ready
             for worker in workers:
-                if not self.processes[worker].is_alive():
+                if worker < len(self.processes) and not self.processes[worker].is_alive():
                     raise self._death_error(worker, f"during {phase}")
             if limit is not None and time.monotonic() - started >= limit:
                 waiting = sorted(workers)
@@ -170,8 +221,12 @@ class WorkerPool:
                 )
 
     def _ready(self, workers: set[int], timeout_s: float) -> list[int]:
-        events = self._poller.poll(timeout_s * 1000.0)
         ready = []
+        local = len(self.processes)
+        if local in workers and self.local is not None and self.local.answer is not None:
+            ready.append(local)
+            timeout_s = 0.0
+        events = self._poller.poll(timeout_s * 1000.0)
         for fd, _ in events:
             worker = self._worker_of_fd[fd]
             if worker in workers:
@@ -180,10 +235,14 @@ class WorkerPool:
 
     def receive(self, worker: int) -> Any:
         """Read one answer from ``worker`` (which must have one); raise its failure."""
-        try:
-            tag, payload = protocol.read_message(self._fds[worker])
-        except (EOFError, OSError) as error:
-            raise self._death_error(worker, "before answering") from error
+        if worker == len(self.processes):
+            assert self.local is not None
+            tag, payload = self.local.take_answer()
+        else:
+            try:
+                tag, payload = protocol.read_message(self._fds[worker])
+            except (EOFError, OSError) as error:
+                raise self._death_error(worker, "before answering") from error
         if tag == protocol.DONE:
             return None
         if tag == protocol.DONE_WITH_PAYLOAD:
@@ -195,7 +254,8 @@ class WorkerPool:
         )
 
     def _failure_error(self, failure: Failure) -> WorkerError:
-        where = f"env {failure.env_index} (worker {failure.worker_index})"
+        in_parent = ", in the parent process" if failure.worker_index == len(self.processes) else ""
+        where = f"env {failure.env_index} (worker {failure.worker_index}{in_parent})"
         if failure.env_index is None:
             where = f"worker {failure.worker_index}"
         return WorkerError(
@@ -251,3 +311,5 @@ class WorkerPool:
             connection.close()
         for process in self.processes:
             process.close()
+        if self.local is not None:
+            self.local.close()

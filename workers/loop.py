@@ -42,11 +42,10 @@ class _ParentGone(Exception):
 class EnvRunner:
     """Steps and resets this worker's envs, writing results into the shared arrays."""
 
-    def __init__(self, spec: WorkerSpec, envs: list[Any], arrays: dict[str, Any]) -> None:
+    def __init__(self, spec: WorkerSpec, arrays: dict[str, Any]) -> None:
         self.spec = spec
-        self.envs = envs
-        self.start = spec.env_start
-        self.stop = spec.env_start + len(envs)
+        self.envs: list[Any] = []
+        self.start = self.stop = spec.env_start
         self.arrays = arrays
         self.observations = arrays.get("observations")
         self.final_observations = arrays.get("final_observations")
@@ -60,9 +59,9 @@ class EnvRunner:
         self.episode_ended = arrays["episode_ended"]
         self.step_mask = arrays["step_mask"]
         # Per-env bookkeeping as Python lists: scalar numpy arithmetic costs ~10x more.
-        self.needs_reset = [False] * len(envs)
-        self.running_returns = [0.0] * len(envs)
-        self.running_lengths = [0] * len(envs)
+        self.needs_reset: list[bool] = []
+        self.running_returns: list[float] = []
+        self.running_lengths: list[int] = []
         # A single-array observation space is written directly, skipping the tree walk.
         self.observation_array = (
             self.observations if isinstance(self.observations, np.ndarray) else None
@@ -71,7 +70,24 @@ class EnvRunner:
         self.next_step = spec.autoreset_mode == "NextStep"
         self.full_infos = spec.info_mode == "full"
         self.current_env: int | None = None  # for error reports
-        self.phase = "ready"
+        self.phase = "construct"
+
+    def add_env(self, env: Any) -> None:
+        """Host one more env (the next global index), after checking its spaces."""
+        self.current_env = self.stop
+        for kind in ("observation", "action"):
+            actual, expected = getattr(env, f"{kind}_space"), getattr(self.spec, f"{kind}_space")
+            if actual != expected:
+                raise RuntimeError(
+                    f"this env's {kind} space {actual} differs from env 0's {expected}: "
+                    "all envs of a vector env must have the same spaces"
+                )
+        self.envs.append(env)
+        self.stop += 1
+        self.needs_reset.append(False)
+        self.running_returns.append(0.0)
+        self.running_lengths.append(0)
+        self.current_env = None
 
     def _store_observation(self, index: int, observation: Any, reply: Reply) -> None:
         if self.observations is not None:
@@ -205,16 +221,6 @@ class EnvRunner:
                 pass
 
 
-def _check_spaces(env: Any, spec: WorkerSpec) -> None:
-    for kind, expected in (("observation", spec.observation_space), ("action", spec.action_space)):
-        actual = getattr(env, f"{kind}_space")
-        if actual != expected:
-            raise RuntimeError(
-                f"this env's {kind} space {actual} differs from env 0's {expected}: "
-                "all envs of a vector env must have the same spaces"
-            )
-
-
 def _parent_alive(parent_pid: int) -> bool:
     try:
         os.kill(parent_pid, 0)
@@ -239,87 +245,95 @@ def _receive(fd: int, poller: select.poll, spec: WorkerSpec) -> tuple[bytes, byt
     return protocol.read_message(fd)
 
 
+def start_runner(spec: WorkerSpec, shared_buffer: Any) -> EnvRunner:
+    """Build the envs of ``spec`` into a runner on the shared arrays (in this process).
+
+    On failure the runner's ``current_env`` names the env being built; the caller reports it.
+    """
+    runner = EnvRunner(spec, Layout(spec.fields).views(shared_buffer))
+    try:
+        for env_fn in cloudpickle.loads(spec.env_fns):
+            runner.current_env = runner.stop
+            runner.add_env(env_fn())
+    except BaseException as error:
+        error.vecpg_runner = runner  # type: ignore[attr-defined]  # so the report names the env
+        runner.close()
+        raise
+    runner.phase = "ready"
+    return runner
+
+
+def handle(runner: EnvRunner, tag: bytes, payload: bytes) -> bytes | None:
+    """Carry out one command; return the framed answer (None for CLOSE)."""
+    if tag == protocol.STEP:
+        runner.phase = "step"
+        reply = runner.step(pickle.loads(payload) if payload else None)
+        return _DONE if reply is None else _payload(reply)
+    if tag == protocol.RESET:
+        runner.phase = "reset"
+        seeds, options, mask = pickle.loads(payload)
+        return _payload(runner.reset(seeds, options, mask))
+    if tag == protocol.CALL:
+        runner.phase = "call"
+        name, args, kwargs = cloudpickle.loads(payload)
+        return _payload(runner.call(name, args, kwargs))
+    if tag == protocol.SET_ATTR:
+        runner.phase = "set_attr"
+        name, values = cloudpickle.loads(payload)
+        runner.set_attr(name, values)
+        return _DONE
+    if tag == protocol.CLOSE:
+        return None
+    raise RuntimeError(f"unknown command tag {tag!r}")
+
+
+def failure_frame(spec: WorkerSpec, runner: EnvRunner | None, error: BaseException) -> bytes:
+    """The FAILED answer for ``error``, naming the env, the phase and the traceback."""
+    runner = runner or getattr(error, "vecpg_runner", None)
+    failure = Failure(
+        worker_index=spec.worker_index,
+        env_index=None if runner is None else runner.current_env,
+        exception_type=type(error).__name__,
+        message=str(error),
+        traceback=traceback.format_exc(),
+        phase="construct" if runner is None else runner.phase,
+    )
+    return protocol.frame(protocol.FAILED, pickle.dumps(failure))
+
+
+def _payload(value: Any) -> bytes:
+    return protocol.frame(protocol.DONE_WITH_PAYLOAD, cloudpickle.dumps(value))
+
+
 def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any = None) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if parent_end is not None:  # with fork, close our copy so the parent's death gives EOF
         parent_end.close()
     runner: EnvRunner | None = None
-    phase = "construct"
-    env_index: int | None = None
+    fd = conn.fileno()
     try:
         if spec.cpu is not None:
             import psutil
 
             psutil.Process().cpu_affinity([spec.cpu])
-        env_fns = cloudpickle.loads(spec.env_fns)
-        envs = []
-        for local, env_fn in enumerate(env_fns):
-            env_index = spec.env_start + local
-            env = env_fn()
-            envs.append(env)
-            _check_spaces(env, spec)
-        env_index = None
-        arrays = Layout(spec.fields).views(shared_buffer)
-        runner = EnvRunner(spec, envs, arrays)
-        protocol.write_message(conn.fileno(), _DONE)
-        _serve(spec, conn.fileno(), runner)
+        runner = start_runner(spec, shared_buffer)
+        protocol.write_message(fd, _DONE)
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            answer = handle(runner, *_receive(fd, poller, spec))
+            if answer is None:
+                return
+            protocol.write_message(fd, answer)
     except (_ParentGone, EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the parent is gone or closed the pipe: nothing to report to
     except BaseException as error:  # noqa: BLE001 - every failure is reported, then we exit
-        if runner is not None:
-            env_index = runner.current_env
-            phase = runner.phase
-        failure = Failure(
-            worker_index=spec.worker_index,
-            env_index=env_index,
-            exception_type=type(error).__name__,
-            message=str(error),
-            traceback=traceback.format_exc(),
-            phase=phase,
-        )
         try:
-            protocol.write_message(
-                conn.fileno(), protocol.frame(protocol.FAILED, pickle.dumps(failure))
-            )
+            protocol.write_message(fd, failure_frame(spec, runner, error))
         except (OSError, EOFError):
             pass
     finally:
         if runner is not None:
             runner.close()
         conn.close()
-
-
-def _serve(spec: WorkerSpec, fd: int, runner: EnvRunner) -> None:
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    while True:
-        tag, payload = _receive(fd, poller, spec)
-        if tag == protocol.STEP:
-            runner.phase = "step"
-            reply = runner.step(pickle.loads(payload) if payload else None)
-            if reply is None:
-                protocol.write_message(fd, _DONE)
-            else:
-                _reply(fd, reply)
-        elif tag == protocol.RESET:
-            runner.phase = "reset"
-            seeds, options, mask = pickle.loads(payload)
-            _reply(fd, runner.reset(seeds, options, mask))
-        elif tag == protocol.CALL:
-            runner.phase = "call"
-            name, args, kwargs = cloudpickle.loads(payload)
-            _reply(fd, runner.call(name, args, kwargs))
-        elif tag == protocol.SET_ATTR:
-            runner.phase = "set_attr"
-            name, values = cloudpickle.loads(payload)
-            runner.set_attr(name, values)
-            protocol.write_message(fd, _DONE)
-        elif tag == protocol.CLOSE:
-            return
-        else:
-            raise RuntimeError(f"unknown command tag {tag!r}")
-
-
-def _reply(fd: int, value: Any) -> None:
-    protocol.write_message(fd, protocol.frame(protocol.DONE_WITH_PAYLOAD, cloudpickle.dumps(value)))
