@@ -93,7 +93,9 @@ def make_vector_env(config: TrainConfig) -> gym.vector.VectorEnv:
     if config.vector == "subproc":
         from vecpg.vector import SubprocVectorEnv, make_vec
 
-        options: dict[str, Any] = {"autoreset_mode": same_step, "infos": "none"}
+        # copy=False: the sampler copies each observation into the rollout buffer before the
+        # next step, so views into shared memory save one copy of every observation.
+        options: dict[str, Any] = {"autoreset_mode": same_step, "infos": "none", "copy": False}
         options["num_workers"] = config.num_workers
         if env_id is not None:
             return make_vec(env_id, config.num_envs, **options)
