@@ -137,6 +137,13 @@ def test_sigkill_between_checkpoints_then_resume_from_the_cli(tmp_path, trainer_
     assert latest.step % 1024 == 0 and latest.step >= 1024
     assert complete_logged_steps(run_dir)[-1] > latest.step  # rows past the checkpoint
     target = latest.step + 8 * UPDATE_STEPS
+    # TensorBoard reads event files in name order and names start with the creation second:
+    # a resumed writer created in the killed one's second could sort first, and then the
+    # purge of the killed run's later events would not apply. Real resumes are seconds apart.
+    [killed_events] = (run_dir / "tensorboard").glob("events.out.tfevents.*")
+    created = int(killed_events.name.split(".")[3])
+    while int(time.time()) <= created:
+        time.sleep(0.05)
 
     assert main(["train", "--resume", str(run_dir), "--total-steps", str(target)]) == 0
     captured = capsys.readouterr()
@@ -291,3 +298,35 @@ def test_resume_drops_health_findings_logged_after_the_checkpoint(tmp_path, caps
     assert main(["train", "--resume", str(run_dir), "--total-steps", "768", "--quiet"]) == 0
     assert (run_dir / "health.jsonl").read_text() == early
     assert logged_steps(run_dir) == list(range(64, 769, 64))
+
+
+@pytest.mark.parametrize("interrupted_in", ["collect", "update"])
+def test_ctrl_c_then_resume_loses_and_repeats_no_update(tmp_path, monkeypatch, interrupted_in):
+    """Ctrl-C mid-rollout saves a final checkpoint; mid-update it must not (no row for it)."""
+    run_dir = tmp_path / "run"
+    original_build = Trainer._build
+
+    def build_with_interrupt(self):
+        original_build(self)
+        component = self.sampler if interrupted_in == "collect" else self.learner
+        method = getattr(component, interrupted_in)
+        calls = []
+
+        def interrupted(*args):
+            calls.append(1)
+            if len(calls) == 5:
+                raise KeyboardInterrupt
+            return method(*args)
+
+        setattr(component, interrupted_in, interrupted)
+
+    monkeypatch.setattr(Trainer, "_build", build_with_interrupt)
+    argv = ["train", *TINY, "--total-steps", "640", "--checkpoint-interval", "128"]
+    assert main([*argv, "--run-dir", str(run_dir), "--quiet", "--no-tensorboard"]) == 130
+    monkeypatch.setattr(Trainer, "_build", original_build)
+    # 4 updates done (rows 64..256); the 5th rollout (to step 320) was never learned from
+    assert logged_steps(run_dir) == [64, 128, 192, 256]
+    assert checkpoint.load_latest(run_dir).step == 256
+
+    assert main(["train", "--resume", str(run_dir), "--quiet", "--no-tensorboard"]) == 0
+    assert logged_steps(run_dir) == list(range(64, 640 + 1, 64))

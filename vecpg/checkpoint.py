@@ -417,6 +417,7 @@ class CheckpointCallback:
         self.last_step: int | None = None
         self.failure_path: Path | None = None
         self._next_due = 0
+        self._last_row_step: int | None = None
 
     def _schedule_after(self, step: int) -> None:
         if self.interval_steps:
@@ -425,7 +426,10 @@ class CheckpointCallback:
     def on_start(self, trainer: Any) -> None:
         if self.run_dir is None:
             self.run_dir = Path(trainer.run_dir)
-        self._schedule_after(int(getattr(trainer, "global_step", 0) or 0))
+        start_step = int(getattr(trainer, "global_step", 0) or 0)
+        self._schedule_after(start_step)
+        # a resumed run's start step has its row in the metrics log already
+        self._last_row_step = start_step if start_step > 0 else None
 
     def save_now(self, trainer: Any, step: int) -> Path:
         """Save ``trainer.state_dict()`` as the checkpoint of ``step`` now.
@@ -475,6 +479,7 @@ class CheckpointCallback:
             self.save_failure(trainer, row)
             return
         step = int(row["global_step"])
+        self._last_row_step = step
         if self.interval_steps and step >= self._next_due:
             self.save_now(trainer, step)
 
@@ -484,5 +489,14 @@ class CheckpointCallback:
         step = int(getattr(trainer, "global_step", 0) or 0)
         if summary is not None and summary.get("global_step") is not None:
             step = int(summary["global_step"])
+        stopped_by_error = str((summary or {}).get("stop_reason") or "").startswith("error")
+        if stopped_by_error and step != self._last_row_step:
+            # Interrupted (Ctrl-C, a crash) after a rollout but before its update's row:
+            # that state's step has no metrics row and its rollout was never learned from,
+            # so resuming from it would lose an update. The last checkpoint stays latest;
+            # a state that went non-finite is still kept for inspection (save_now does).
+            if first_nonfinite_entry(trainer.state_dict()) is not None:
+                self.save_now(trainer, step)
+            return
         if step != self.last_step:
             self.save_now(trainer, step)
