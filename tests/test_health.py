@@ -189,6 +189,20 @@ def test_explained_variance_negative_streak():
         assert monitor.check(healthy_row(update * 64, update, explained_variance=value)) == []
 
 
+def test_explained_variance_not_judged_when_returns_are_constant():
+    """A solved CartPole (every episode truncated at 500): return_std ~0.005, EV is noise."""
+    limits = HealthThresholds()
+    monitor = HealthMonitor(DISCRETE)
+    for update in range(2 * limits.explained_variance_negative_updates):
+        row = healthy_row(update * 64, update, explained_variance=-2.0, return_std=0.005)
+        assert monitor.check(row) == []
+    # once returns spread again the streak counts from zero
+    found = []
+    for update in range(limits.explained_variance_negative_updates):
+        found += monitor.check(healthy_row(update * 64, update, explained_variance=-2.0))
+    assert conditions(found) == ["explained_variance_negative"]
+
+
 class FakeCheckpoint:
     def __init__(self):
         self.saved = []

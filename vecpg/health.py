@@ -89,6 +89,11 @@ class HealthThresholds:
     """Warn when ``explained_variance`` has been below 0 for this many consecutive updates
     (the critic predicts worse than a constant)."""
 
+    explained_variance_min_return_std: float = 1e-2
+    """...counting only updates whose ``return_std`` is at least this: with nearly constant
+    returns (a solved CartPole, every episode truncated at its time limit, return_std
+    ~0.005) explained variance divides by ~0 and is noise, negative half the time."""
+
 
 @dataclass(frozen=True)
 class HealthWarning:
@@ -295,7 +300,10 @@ class HealthMonitor:
             )
 
         explained = _number(row, "explained_variance")
-        if explained is not None and math.isfinite(explained):
+        return_spread = _number(row, "return_std")
+        if return_spread is not None and return_spread < limits.explained_variance_min_return_std:
+            self._negative_ev_streak = 0  # not judgeable: see the threshold's docstring
+        elif explained is not None and math.isfinite(explained):
             self._negative_ev_streak = self._negative_ev_streak + 1 if explained < 0 else 0
             if self._negative_ev_streak >= limits.explained_variance_negative_updates:
                 report(
