@@ -52,7 +52,7 @@ def check_actions(space: spaces.Space, actions: Any, count: int, path: str = "ac
     ):
         return actions  # no shared layout: pickled as given, the env validates it
     array = np.asarray(actions)
-    expected = (count, *space.shape)
+    expected = (count, *(space.shape or ()))
     if array.shape != expected:
         raise ValueError(
             f"{path} has shape {array.shape}, expected {expected} for {count} envs of {space}"
@@ -79,11 +79,11 @@ def check_actions(space: spaces.Space, actions: Any, count: int, path: str = "ac
         return array
     if isinstance(space, spaces.Discrete):
         # min/max are the cheapest full check: this runs every step.
-        low, high = int(space.start), int(space.start + space.n)
-        if array.min() >= low and array.max() < high:
+        if array.min() >= space.start and array.max() < space.start + space.n:
             return array
+        low, high = np.asarray(space.start), np.asarray(space.start + space.n)
     else:
-        low, high = space.start, space.start + space.nvec
+        low, high = np.asarray(space.start), np.asarray(space.start + space.nvec)
         if not ((array < low) | (array >= high)).any():
             return array
     bad = array[(array < low) | (array >= high)]

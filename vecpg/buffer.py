@@ -19,6 +19,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from workers.shared_layout import map_tree as map_structure  # one tree walker for both sides
+
 #: torch dtype of the action tensors the policies produce, per action space type.
 _ACTION_DTYPES = {
     gym.spaces.Discrete: torch.int64,
@@ -67,16 +69,6 @@ def allocate(space: gym.Space, leading: tuple[int, ...], device: torch.device) -
     if space.shape is None or space.dtype is None:
         raise TypeError(f"cannot store observations of {type(space).__name__} in a rollout buffer")
     return torch.zeros(leading + tuple(space.shape), dtype=torch_dtype(space.dtype), device=device)
-
-
-def map_structure(function, *structures: Any) -> Any:
-    """Apply ``function`` leaf-wise over tensors/arrays nested in dicts and tuples."""
-    first = structures[0]
-    if isinstance(first, dict):
-        return {key: map_structure(function, *(s[key] for s in structures)) for key in first}
-    if isinstance(first, tuple):
-        return tuple(map_structure(function, *parts) for parts in zip(*structures, strict=True))
-    return function(*structures)
 
 
 class HostToDevice:

@@ -276,6 +276,7 @@ class SubprocVectorEnv(VectorEnv):
             # then mostly its envs). Has no effect if the fork server is already running.
             mp_context.set_forkserver_preload(["__main__", "workers.loop"])
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        cpus: list[int | None]
         if cpu_affinity is True:
             cpus = [cores[w % len(cores)] for w in range(self.num_workers)]
         elif cpu_affinity:
@@ -595,11 +596,7 @@ class SubprocVectorEnv(VectorEnv):
         if self._observations_shared:
             observations = take_rows(self._arrays["observations"], env_ids)
         else:
-            observations = concatenate(
-                self.single_observation_space,
-                [self._pickled_observations[i] for i in env_ids.tolist()],
-                create_empty_array(self.single_observation_space, n=len(env_ids), fn=np.zeros),
-            )
+            observations = self._batch_pickled_observations(env_ids.tolist())
         merger = _InfoMerger(len(env_ids))
         infos: dict[str, Any] = {"env_id": env_ids.copy()}
         if self.info_mode == "full":
@@ -644,11 +641,13 @@ class SubprocVectorEnv(VectorEnv):
             return copy_tree(observations) if self.copy else observations
         # Pickled observations (spaces with no shared layout) are batched as Gymnasium does,
         # into a new container each time, so the batch is always a copy.
-        return concatenate(
-            self.single_observation_space,
-            [self._pickled_observations.get(i) for i in range(self.num_envs)],
-            create_empty_array(self.single_observation_space, n=self.num_envs, fn=np.zeros),
-        )
+        return self._batch_pickled_observations(list(range(self.num_envs)))
+
+    def _batch_pickled_observations(self, env_ids: list[int]) -> Any:
+        empty = create_empty_array(self.single_observation_space, n=len(env_ids), fn=np.zeros)
+        assert empty is not None
+        values = [self._pickled_observations.get(i) for i in env_ids]
+        return concatenate(self.single_observation_space, values, empty)
 
     def _store_pickled_observations(self, reply: Any) -> None:
         if self._observations_shared or reply is None:
@@ -771,12 +770,16 @@ class SubprocVectorEnv(VectorEnv):
         """Each env's ``render()`` result."""
         return self.call("render")
 
+    # Per-env values, as SyncVectorEnv and AsyncVectorEnv return them (a tuple, one per env),
+    # which the base class's single-value type does not describe.
     @property
-    def np_random_seed(self) -> tuple[int, ...]:
+    def np_random_seed(self) -> tuple[int, ...]:  # type: ignore[override]
+        """Each env's numpy RNG seed."""
         return self.get_attr("np_random_seed")
 
-    @property
-    def np_random(self) -> tuple[np.random.Generator, ...]:
+    @property  # type: ignore[misc]
+    def np_random(self) -> tuple[np.random.Generator, ...]:  # type: ignore[override]
+        """Each env's numpy random generator."""
         return self.get_attr("np_random")
 
     # ------------------------------------------------------------------ close

@@ -66,7 +66,7 @@ def array_spec(space: spaces.Space) -> Any:
 @array_spec.register(spaces.MultiDiscrete)
 @array_spec.register(spaces.MultiBinary)
 def _(space: spaces.Space) -> ArraySpec:
-    return ArraySpec(tuple(space.shape), np.dtype(space.dtype))
+    return ArraySpec(tuple(space.shape or ()), np.dtype(space.dtype))
 
 
 @array_spec.register(spaces.Discrete)
@@ -92,8 +92,11 @@ def spec_or_none(space: spaces.Space) -> Any:
         return None
 
 
-def map_tree(function, *trees: Any) -> Any:
-    """Apply ``function`` leaf-wise over trees of the same structure (dict/tuple/leaf)."""
+def map_tree(function: Any, *trees: Any) -> Any:
+    """Apply ``function`` leaf-wise over trees of the same structure (dict/tuple/leaf).
+
+    Leaves are anything else (numpy arrays here, torch tensors in the rollout buffer).
+    """
     first = trees[0]
     if isinstance(first, dict):
         return {key: map_tree(function, *(tree[key] for tree in trees)) for key in first}
