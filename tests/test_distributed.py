@@ -247,6 +247,7 @@ class TestLocalRay:
             distributed.collect()
             old_pid = distributed.describe()[0]["pid"]
             ray.kill(distributed.actors[0], no_restart=False)
+            assert not _wait_gone([old_pid]), "ray.kill did not end the actor"
             distributed.collect()  # waits for Ray's restart, the fresh actor resets itself
             assert distributed.describe()[0]["pid"] != old_pid
             assert distributed.global_step == 2 * 8 * 4

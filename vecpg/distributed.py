@@ -86,6 +86,7 @@ SEGMENT_FIELDS = (
 )
 PLACEMENT_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 10.0
+RESTART_TIMEOUT_S = 120.0
 
 
 def import_ray() -> Any:
@@ -397,11 +398,23 @@ class RaySampler:
 
     def _get_segment(self, ray: Any, ref: Any, k: int, submit: Any) -> dict[str, Any]:
         """Segment k; if its actor died, wait for Ray's restart and collect it again (logged)."""
-        attempts = 0
+        attempts, restarting = 0, False
+        deadline = time.monotonic() + RESTART_TIMEOUT_S
         while True:
             try:
                 return self._get(ref, k)
             except ray.exceptions.RayActorError as error:
+                unavailable = isinstance(error, ray.exceptions.ActorUnavailableError)
+                if restarting and unavailable:
+                    # The death is already counted and Ray is still restarting the actor.
+                    if time.monotonic() > deadline:
+                        raise VecpgError(
+                            f"Ray sampler {k} did not come back within {RESTART_TIMEOUT_S:.0f} s"
+                        ) from None
+                    time.sleep(0.1)
+                    ref = submit(k)
+                    continue
+                restarting = True
                 attempts += 1
                 if attempts > self.config.sampler_max_restarts:
                     raise VecpgError(
