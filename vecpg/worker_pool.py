@@ -9,17 +9,20 @@ Signalling design (the per-step cost that decides whether subprocesses pay at al
   ``infos="full"`` mode) or observations of a space with no shared layout.
 * Waiting is ``select.poll`` on the workers' pipes with one persistent poll object (a
   ``multiprocessing.connection.wait`` call builds a selector each time and costs ~10x more).
-  With ``spin_seconds > 0`` the waiter first polls without blocking for that long, then
-  blocks. Spinning pays only when every process has its own core: on a machine with fewer
-  cores than workers + 1 a spinning waiter steals the core its workers need, so the vector
-  env's ``wait="auto"`` spins only when there are cores to spare.
+  With ``spin_seconds > 0`` the waiter first polls without blocking for that long, calling
+  ``sched_yield`` between polls, then blocks. A blocked process costs a wakeup when its
+  answer comes: ~8 µs when the waker runs on the same core, 50-80 µs across cores on the
+  2-vCPU development VM (a halted virtual CPU must be woken by the hypervisor). Yielding
+  makes the spin cheap for a process that has work: when processes outnumber cores, the
+  spinner gives its turn away at once. The vector env picks the bound (``wait="auto"``).
 * Every blocking wait has a timeout: the step timeout when one is set, and in any case a
   liveness check of the awaited processes once a second. A worker that dies shows up at
   once as end-of-file on its pipe.
 
-Measured on the 2-core development machine (CartPole-v1, 32 envs, 2 workers, blocking
-waits): a vector step costs about 30 µs of signalling on top of the envs' own work, see
-``benchmarks/README.md``.
+Measured on the 2-core development machine: a round trip with one worker and envs that do
+nothing costs ~29 µs (parent and worker both counted); CartPole-v1 x32 with one worker runs
+at 0.97x SyncVectorEnv, i.e. the layer costs ~3% when it cannot gain from parallelism. See
+``benchmarks/README.md`` for the full grid.
 """
 
 from __future__ import annotations
