@@ -26,8 +26,10 @@ from typing import Any
 
 SIGNAL_SECONDS = 15e-6
 # Envs cheaper than this per step get a parent share: signalling and wakeups are then a
-# large part of a vector step. Above it, isolation is worth more than the saved wait.
-PARENT_SHARE_MAX_STEP_SECONDS = 100e-6
+# large part of a vector step (classic control: 5-30 us). Above it the share gains little
+# (BusyEnv 100 us x32: 1.72-1.83x Sync with it, 1.82-1.85x with two workers) and crash
+# isolation is worth more. Kept well away from 100 us so measuring noise cannot flip it.
+PARENT_SHARE_MAX_STEP_SECONDS = 50e-6
 
 
 def usable_cores() -> int:
