@@ -61,6 +61,43 @@ def test_optimizers_match_torch_optim(ours, theirs, options):
     assert restored.step_count == mine.step_count
 
 
+@pytest.mark.parametrize(
+    "ours, theirs, options",
+    [
+        (Adam, torch.optim.Adam, {"lr": 0.01, "eps": 1e-5}),
+        (RMSprop, torch.optim.RMSprop, {"lr": 0.01, "alpha": 0.99, "eps": 1e-5}),
+    ],
+)
+@pytest.mark.parametrize("max_norm", [0.05, math.inf])
+def test_clip_and_step_matches_clip_grad_norm_then_torch_optim(ours, theirs, options, max_norm):
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+    twin = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+    twin.load_state_dict(model.state_dict())
+    mine, reference = ours(model.parameters(), **options), theirs(twin.parameters(), **options)
+    for _ in range(5):
+        inputs = torch.randn(16, 3)
+        mine.zero_grad()
+        model(inputs).square().mean().backward()
+        norm = mine.clip_and_step(max_norm)
+        reference.zero_grad()
+        twin(inputs).square().mean().backward()
+        expected_norm = torch.nn.utils.clip_grad_norm_(twin.parameters(), max_norm)
+        reference.step()
+        torch.testing.assert_close(norm, expected_norm)
+        for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_parameters_replaced_after_building_the_optimizer_is_an_error():
+    model = torch.nn.Linear(3, 1)
+    optimizer = Adam(model.parameters())
+    model.weight.data = model.weight.data.clone()  # no longer a view of the flat vector
+    model(torch.randn(4, 3)).sum().backward()
+    with pytest.raises(RuntimeError, match="moved or replaced"):
+        optimizer.clip_and_step(1.0)
+
+
 def filled_buffer(algo: str, action_space=None, **overrides):
     """A [T, N] buffer filled by the real trainer's sampler on CartPole / Pendulum."""
     env = "CartPole-v1" if action_space is None else "Pendulum-v1"

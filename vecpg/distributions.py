@@ -139,7 +139,7 @@ class Categorical(Distribution):
     start: int
 
     def __init__(self, logits: torch.Tensor, start: int = 0) -> None:
-        self._set(logits=logits - logits.logsumexp(-1, keepdim=True), start=int(start))
+        self._set(logits=torch.log_softmax(logits, -1), start=int(start))
 
     @property
     def probs(self) -> torch.Tensor:
@@ -151,17 +151,22 @@ class Categorical(Distribution):
         return self.logits.shape
 
     def sample(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
-        return _gumbel_max(self.logits, uniform) + self.start
+        return self._shift(_gumbel_max(self.logits, uniform), self.start)
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
-        indices = (actions.long() - self.start).unsqueeze(-1)
+        indices = self._shift(actions.long(), -self.start).unsqueeze(-1)
         return self.logits.gather(-1, indices).squeeze(-1)
 
     def entropy(self) -> torch.Tensor:
         return _categorical_entropy(self.logits)
 
     def mode(self) -> torch.Tensor:
-        return self.logits.argmax(-1) + self.start
+        return self._shift(self.logits.argmax(-1), self.start)
+
+    @staticmethod
+    def _shift(indices: torch.Tensor, offset: int) -> torch.Tensor:
+        # Most Discrete spaces start at 0: skip a no-op tensor op per call.
+        return indices + offset if offset else indices
 
 
 class MultiCategorical(Distribution):
@@ -189,7 +194,7 @@ class MultiCategorical(Distribution):
         self, logits: torch.Tensor, start: torch.Tensor, action_shape: Sequence[int]
     ) -> None:
         self._set(
-            logits=logits - logits.logsumexp(-1, keepdim=True),
+            logits=torch.log_softmax(logits, -1),
             start=start,
             action_shape=tuple(action_shape),
         )

@@ -36,6 +36,15 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
 }
 
+# The same activations as functions, for MLP.forward's direct calls.
+_ACTIVATION_FUNCTIONS = {
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "elu": F.elu,
+    "gelu": F.gelu,
+    "silu": F.silu,
+}
+
 # NatureCNN's three convolutions (kernel/stride 8/4, 4/2, 3/1) shrink a side of 36 pixels
 # to 8, 3, then 1: the smallest image it accepts.
 MIN_IMAGE_SIZE = 36
@@ -91,10 +100,16 @@ class MLP(nn.Module):
             size = int(hidden_size)
         self.layers = nn.Sequential(*layers)
         self.out_features = size
+        # forward calls the layers' functions directly: with a small MLP, going through
+        # each submodule's __call__ costs as much as the layer's arithmetic.
+        self._linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
+        self._activation = _ACTIVATION_FUNCTIONS[activation]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, in_features]`` -> ``[B, out_features]``."""
-        return self.layers(features)
+        for linear in self._linears:
+            features = self._activation(F.linear(features, linear.weight, linear.bias))
+        return features
 
 
 class NatureCNN(nn.Module):

@@ -17,6 +17,7 @@ from vecpg.learners.base import (
     explained_variance,
     log_prob_check,
     moments,
+    normalize_advantages,
     rollout_counts,
 )
 
@@ -62,8 +63,8 @@ class A2C(Learner):
         metrics.update(log_prob_check(log_probs, old_log_probs))
         metrics.update(distribution_stats(distribution))
 
-        if config.normalize_advantages and advantages.numel() > 1:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+        if config.normalize_advantages:
+            advantages = normalize_advantages(advantages)
         policy_loss = -(advantages * log_probs).mean()
         value_loss = 0.5 * (values - returns).square().mean()
         entropy_bonus = entropy.mean()

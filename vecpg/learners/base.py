@@ -46,6 +46,13 @@ def moments(prefix: str, tensor: torch.Tensor) -> dict[str, float]:
     }
 
 
+def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit std (``+1e-8``); a single advantage is left as it is."""
+    if advantages.numel() < 2:
+        return advantages
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+
 def distribution_stats(distribution: Any) -> dict[str, float]:
     """log_std and std min/mean/max for Gaussian policies; empty for discrete ones."""
     log_std = getattr(distribution, "log_std", None)
@@ -122,11 +129,8 @@ class Learner:
         """
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        parameters = self.optimizer.params
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, max_norm)
-        self.optimizer.step()
-        return grad_norm.detach()
+        return self.optimizer.clip_and_step(max_norm)
 
     def check_log_probs(self, observations: Any, actions: torch.Tensor, stored: torch.Tensor):
         """Recompute log-probs before any gradient step (the action/log_prob match check).

@@ -1,15 +1,25 @@
-"""Adam and RMSprop with torch.optim's update rules, without torch.optim's import cost.
+"""Adam and RMSprop with torch.optim's update rules, on one flat parameter vector.
 
 Why not ``torch.optim``: constructing any ``torch.optim.Optimizer`` imports
 ``torch._dynamo`` (its methods are wrapped by ``torch._disable_dynamo``), which costs
 0.8-1.3 s of wall time on the 2-core CI machine: more than a third of the whole
 CartPole-v1 solve time we aim for. These two classes implement exactly the default
 (no weight decay, no amsgrad, no momentum, not centered) rules of ``torch.optim.Adam``
-and ``torch.optim.RMSprop`` with ``torch._foreach`` ops; tests/test_learners.py checks
-them against torch.optim step by step.
+and ``torch.optim.RMSprop``; tests/test_learners.py checks them against torch.optim step
+by step.
+
+Why flat: a small actor-critic (CartPole's: 12 tensors) spends more time dispatching
+per-tensor ops than computing. When every parameter has the same device and dtype, the
+constructor moves them into one flat ``[P]`` tensor (each parameter's ``.data`` becomes a
+view of it), so gradient clipping and the update are a handful of ops on one vector
+instead of a few per tensor: 0.05 ms instead of 0.35 ms a step on the development VM. The
+parameters must therefore not be moved or replaced after the optimizer is built (load
+weights with ``load_state_dict``, which copies in place); :meth:`clip_and_step` checks.
+A step where some parameter has no gradient, or after which step counts differ, takes
+the per-tensor path with torch.optim's semantics (that parameter is skipped).
 
 Both expose what the learners use: ``param_groups`` (one group, with ``"lr"``),
-``zero_grad``, ``step``, ``state_dict`` and ``load_state_dict``.
+``zero_grad``, ``step``, ``clip_and_step``, ``state_dict`` and ``load_state_dict``.
 """
 
 from __future__ import annotations
@@ -21,6 +31,26 @@ from typing import Any
 import torch
 
 
+def _flatten(params: list[torch.Tensor]) -> torch.Tensor | None:
+    """Move ``params`` into one flat tensor (their ``.data`` become views); None if mixed."""
+    if len({(p.device, p.dtype) for p in params}) != 1:
+        return None
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    offset = 0
+    for p in params:
+        p.data = flat[offset : offset + p.numel()].view_as(p)
+        offset += p.numel()
+    return flat
+
+
+def _views(flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+    views, offset = [], 0
+    for p in like:
+        views.append(flat[offset : offset + p.numel()].view_as(p))
+        offset += p.numel()
+    return views
+
+
 class _Optimizer:
     def __init__(self, parameters: Iterable[torch.Tensor], **hyperparameters: Any) -> None:
         params = list(parameters)
@@ -29,10 +59,18 @@ class _Optimizer:
         self.param_groups = [{"params": params, **hyperparameters}]
         self.step_count = 0
         self.parameter_steps = [0] * len(params)
-        self.buffers: dict[str, list[torch.Tensor]] = {
-            name: [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
-            for name in self._buffer_names
-        }
+        self._flat = _flatten(params)
+        self._pointers = [p.data_ptr() for p in params]
+        self._flat_buffers: dict[str, torch.Tensor] = {}
+        self.buffers: dict[str, list[torch.Tensor]] = {}
+        for name in self._buffer_names:
+            if self._flat is not None:
+                self._flat_buffers[name] = torch.zeros_like(self._flat)
+                self.buffers[name] = _views(self._flat_buffers[name], params)
+            else:
+                self.buffers[name] = [
+                    torch.zeros_like(p, memory_format=torch.preserve_format) for p in params
+                ]
 
     _buffer_names: tuple[str, ...] = ()
 
@@ -51,6 +89,67 @@ class _Optimizer:
         indices = [i for i, p in enumerate(self.params) if p.grad is not None]
         grads = [self.params[i].grad for i in indices]
         return [self.params[i] for i in indices], [g for g in grads if g is not None], indices
+
+    def _flat_gradient(self) -> torch.Tensor | None:
+        """All gradients as one new ``[P]`` tensor, or None when the flat path does not apply."""
+        if self._flat is None or len(set(self.parameter_steps)) != 1:
+            return None
+        grads = [p.grad for p in self.params]
+        if any(g is None for g in grads):
+            return None
+        if [p.data_ptr() for p in self.params] != self._pointers:
+            raise RuntimeError(
+                "the optimizer's parameters were moved or replaced after it was built "
+                "(build the optimizer after .to(device); load weights with load_state_dict)"
+            )
+        return torch.cat([g.reshape(-1) for g in grads if g is not None])
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """One update from the parameters' ``.grad`` (None gradients are skipped)."""
+        flat_gradient = self._flat_gradient()
+        if flat_gradient is not None:
+            self._advance(range(len(self.params)))
+            self._step_flat(flat_gradient)
+            return
+        params, grads, indices = self._with_grads()
+        if params:
+            self._advance(indices)
+            self._step_tensors(params, grads, indices)
+
+    @torch.no_grad()
+    def clip_and_step(self, max_norm: float) -> torch.Tensor:
+        """Clip the global gradient norm to ``max_norm`` (``inf``: no clipping), then step.
+
+        Returns the norm before clipping, as a tensor (no device synchronization). The
+        clipping is ``torch.nn.utils.clip_grad_norm_``'s: gradients are scaled by
+        ``min(1, max_norm / (norm + 1e-6))``.
+        """
+        flat_gradient = self._flat_gradient()
+        if flat_gradient is None:
+            params = [p for p in self.params if p.grad is not None]
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            self.step()
+            return norm.detach()
+        norm = torch.linalg.vector_norm(flat_gradient)
+        if math.isfinite(max_norm):
+            flat_gradient.mul_((max_norm / (norm + 1e-6)).clamp_(max=1.0))
+        self._advance(range(len(self.params)))
+        self._step_flat(flat_gradient)
+        return norm
+
+    def _advance(self, indices: Iterable[int]) -> None:
+        self.step_count += 1
+        for i in indices:
+            self.parameter_steps[i] += 1
+
+    def _step_flat(self, gradient: torch.Tensor) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _step_tensors(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor], indices: list[int]
+    ) -> None:  # pragma: no cover
+        raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
         group = {k: v for k, v in self.param_groups[0].items() if k != "params"}
@@ -104,18 +203,24 @@ class Adam(_Optimizer):
     ) -> None:
         super().__init__(parameters, lr=lr, betas=tuple(betas), eps=eps)
 
-    @torch.no_grad()
-    def step(self) -> None:
+    def _step_flat(self, gradient: torch.Tensor) -> None:
+        assert self._flat is not None
         group = self.param_groups[0]
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        params, grads, indices = self._with_grads()
-        if not params:
-            return
-        self.step_count += 1
-        for i in indices:
-            self.parameter_steps[i] += 1
+        step = self.parameter_steps[0]
+        exp_avg, exp_avg_sq = self._flat_buffers["exp_avg"], self._flat_buffers["exp_avg_sq"]
+        exp_avg.lerp_(gradient, 1.0 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(gradient, gradient, value=1.0 - beta2)
+        denominator = exp_avg_sq.sqrt().div_(math.sqrt(1.0 - beta2**step)).add_(eps)
+        self._flat.addcdiv_(exp_avg, denominator, value=-lr / (1.0 - beta1**step))
+
+    def _step_tensors(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor], indices: list[int]
+    ) -> None:
+        group = self.param_groups[0]
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         # Bias corrections depend on each parameter's own step count (a parameter without
-        # a gradient does not advance, as in torch.optim); usually there is one group.
+        # a gradient does not advance, as in torch.optim).
         by_step: dict[int, list[int]] = {}
         for position, i in enumerate(indices):
             by_step.setdefault(self.parameter_steps[i], []).append(position)
@@ -160,14 +265,19 @@ class RMSprop(_Optimizer):
     ) -> None:
         super().__init__(parameters, lr=lr, alpha=alpha, eps=eps)
 
-    @torch.no_grad()
-    def step(self) -> None:
+    def _step_flat(self, gradient: torch.Tensor) -> None:
+        assert self._flat is not None
+        group = self.param_groups[0]
+        square_avg = self._flat_buffers["square_avg"]
+        square_avg.mul_(group["alpha"]).addcmul_(gradient, gradient, value=1.0 - group["alpha"])
+        denominator = square_avg.sqrt().add_(group["eps"])
+        self._flat.addcdiv_(gradient, denominator, value=-group["lr"])
+
+    def _step_tensors(
+        self, params: list[torch.Tensor], grads: list[torch.Tensor], indices: list[int]
+    ) -> None:
         group = self.param_groups[0]
         lr, alpha, eps = group["lr"], group["alpha"], group["eps"]
-        params, grads, indices = self._with_grads()
-        if not params:
-            return
-        self.step_count += 1
         square_avg = [self.buffers["square_avg"][i] for i in indices]
         torch._foreach_mul_(square_avg, alpha)
         torch._foreach_addcmul_(square_avg, grads, grads, value=1.0 - alpha)

@@ -6,6 +6,8 @@ T is the rollout length and N the number of envs; the update flattens the rollou
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from vecpg.advantages import gae
@@ -15,8 +17,17 @@ from vecpg.learners.base import (
     distribution_stats,
     explained_variance,
     moments,
+    normalize_advantages,
     rollout_counts,
 )
+
+
+def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
+    """k3 estimator of KL(old || new) from ``log(new/old)`` ``[..., B]``: unbiased, >= 0.
+
+    Returns the mean over the last axis.
+    """
+    return (log_ratio.exp() - 1.0 - log_ratio).mean(dim=-1)
 
 
 class PPO(Learner):
@@ -50,72 +61,89 @@ class PPO(Learner):
 
         batch_size = old_log_probs.shape[0]
         minibatch_size = batch_size // config.num_minibatches
+        whole_batch = config.num_minibatches == 1
+        if whole_batch and config.normalize_advantages:
+            advantages = normalize_advantages(advantages)  # the same every epoch: normalize once
         history: dict[str, list[torch.Tensor]] = {
             "policy_loss": [],
             "value_loss": [],
             "entropy": [],
-            "approx_kl": [],
-            "clip_fraction": [],
+            "log_ratio": [],
             "grad_norm": [],
         }
         steps_done, stop = 0, False
         for _epoch in range(config.num_epochs):
-            permutation = torch.randperm(batch_size, device=old_log_probs.device)
-            # The remainder of an uneven split sits out this epoch (a different one each time).
-            minibatches = permutation[: minibatch_size * config.num_minibatches].view(
-                config.num_minibatches, minibatch_size
-            )
-            for indices in minibatches:
-                new_log_probs, entropy, new_values, _ = self.policy.evaluate(
-                    map_structure(lambda tensor, i=indices: tensor[i], observations),
-                    actions[indices],
+            if whole_batch:  # one minibatch: its order does not change the mean, skip gathers
+                minibatches: Any = [None]
+            else:
+                permutation = torch.randperm(batch_size, device=old_log_probs.device)
+                # The remainder of an uneven split sits out this epoch (a different one
+                # each time).
+                minibatches = permutation[: minibatch_size * config.num_minibatches].view(
+                    config.num_minibatches, minibatch_size
                 )
-                log_ratio = new_log_probs - old_log_probs[indices]
-                ratio = log_ratio.exp()
-                with torch.no_grad():
-                    # k3 estimator of KL(old || new): unbiased, always >= 0.
-                    approx_kl = ((ratio - 1.0) - log_ratio).mean()
-                    clip_fraction = ((ratio - 1.0).abs() > config.clip_coef).float().mean()
-                if config.target_kl is not None and float(approx_kl) > config.target_kl:
-                    stop = True
-                    break
+            for indices in minibatches:
 
-                minibatch_advantages = advantages[indices]
-                if config.normalize_advantages and minibatch_advantages.numel() > 1:
-                    minibatch_advantages = (minibatch_advantages - minibatch_advantages.mean()) / (
-                        minibatch_advantages.std() + 1e-8
-                    )
+                def take(tensor: Any, i: Any = indices) -> Any:
+                    return tensor if i is None else tensor[i]
+
+                new_log_probs, entropy, new_values, _ = self.policy.evaluate(
+                    map_structure(take, observations), take(actions)
+                )
+                log_ratio = new_log_probs - take(old_log_probs)
+                ratio = log_ratio.exp()
+                if config.target_kl is not None:
+                    kl = float(approx_kl(log_ratio.detach()))
+                    if kl > config.target_kl:
+                        stop = True
+                        break
+
+                minibatch_advantages = take(advantages)
+                if config.normalize_advantages and not whole_batch:
+                    minibatch_advantages = normalize_advantages(minibatch_advantages)
                 unclipped = -minibatch_advantages * ratio
                 clipped = -minibatch_advantages * ratio.clamp(
                     1.0 - config.clip_coef, 1.0 + config.clip_coef
                 )
                 policy_loss = torch.max(unclipped, clipped).mean()
 
-                value_error = (new_values - returns[indices]).square()
+                minibatch_returns = take(returns)
+                value_error = (new_values - minibatch_returns).square()
                 if config.clip_value_loss:
-                    clipped_values = old_values[indices] + (new_values - old_values[indices]).clamp(
-                        -config.clip_coef, config.clip_coef
-                    )
-                    clipped_error = (clipped_values - returns[indices]).square()
+                    minibatch_old_values = take(old_values)
+                    clipped_values = minibatch_old_values + (
+                        new_values - minibatch_old_values
+                    ).clamp(-config.clip_coef, config.clip_coef)
+                    clipped_error = (clipped_values - minibatch_returns).square()
                     value_error = torch.max(value_error, clipped_error)
                 value_loss = 0.5 * value_error.mean()
 
                 entropy_bonus = entropy.mean()
-                loss = policy_loss - config.ent_coef * entropy_bonus + config.vf_coef * value_loss
+                loss = policy_loss + config.vf_coef * value_loss
+                if config.ent_coef != 0.0:  # else the backward pass skips the entropy
+                    loss = loss - config.ent_coef * entropy_bonus
                 grad_norm = self.gradient_step(loss)
                 steps_done += 1
 
                 history["policy_loss"].append(policy_loss.detach())
                 history["value_loss"].append(value_loss.detach())
                 history["entropy"].append(entropy_bonus.detach())
-                history["approx_kl"].append(approx_kl)
-                history["clip_fraction"].append(clip_fraction)
+                history["log_ratio"].append(log_ratio.detach())
                 history["grad_norm"].append(grad_norm)
             if stop:
                 break
 
+        log_ratios = history.pop("log_ratio")
         for name, values in history.items():
             metrics[name] = float(torch.stack(values).mean()) if values else float("nan")
+        # Per-minibatch approx-KL and clip fraction, averaged, computed in one pass.
+        if log_ratios:
+            stacked = torch.stack(log_ratios)  # [gradient steps, minibatch]
+            metrics["approx_kl"] = float(approx_kl(stacked).mean())
+            clipped_share = ((stacked.exp() - 1.0).abs() > config.clip_coef).float().mean(dim=-1)
+            metrics["clip_fraction"] = float(clipped_share.mean())
+        else:
+            metrics["approx_kl"] = metrics["clip_fraction"] = float("nan")
         metrics["explained_variance"] = explained_variance(old_values, returns)
         metrics["learning_rate"] = self.learning_rate
         metrics["epochs_run"] = steps_done / config.num_minibatches
