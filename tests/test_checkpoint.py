@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from state_equality import assert_same
 
 from vecpg import checkpoint
 from vecpg.checkpoint import (
@@ -302,22 +303,6 @@ def make_trainer(run_dir, callbacks, **options):
     values = {"env": "CartPole-v1", "algo": "ppo", "vector": "sync", "seed": 3}
     values.update(num_envs=4, num_steps=64, **options)
     return Trainer(resolve_config(cli_values=values), run_dir, callbacks=callbacks)
-
-
-def assert_same(actual, expected, where="state"):
-    """Recursive equality of nested dicts/lists of tensors and plain values."""
-    if isinstance(expected, dict):
-        assert set(actual) == set(expected), where
-        for key in expected:
-            assert_same(actual[key], expected[key], f"{where}.{key}")
-    elif isinstance(expected, (list, tuple)):
-        assert len(actual) == len(expected), where
-        for index, (left, right) in enumerate(zip(actual, expected, strict=True)):
-            assert_same(left, right, f"{where}.{index}")
-    elif isinstance(expected, torch.Tensor):
-        assert torch.equal(actual, expected), where
-    else:
-        assert actual == expected, where
 
 
 def test_real_trainer_state_round_trips_and_training_goes_on(tmp_path):

@@ -15,6 +15,12 @@ from vecpg.learners.optim import Adam, RMSprop
 from vecpg.policies import ActorCritic
 from vecpg.trainer import Trainer
 
+# vecpg's optimizers and the torch.optim ones they must match, with shared options.
+OPTIMIZER_PAIRS = [
+    (Adam, torch.optim.Adam, {"lr": 0.01, "eps": 1e-5}),
+    (RMSprop, torch.optim.RMSprop, {"lr": 0.01, "alpha": 0.99, "eps": 1e-5}),
+]
+
 METRIC_KEYS = {
     "policy_loss",
     "value_loss",
@@ -33,13 +39,7 @@ METRIC_KEYS = {
 }
 
 
-@pytest.mark.parametrize(
-    "ours, theirs, options",
-    [
-        (Adam, torch.optim.Adam, {"lr": 0.01, "eps": 1e-5}),
-        (RMSprop, torch.optim.RMSprop, {"lr": 0.01, "alpha": 0.99, "eps": 1e-5}),
-    ],
-)
+@pytest.mark.parametrize("ours, theirs, options", OPTIMIZER_PAIRS)
 def test_optimizers_match_torch_optim(ours, theirs, options):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
@@ -61,13 +61,7 @@ def test_optimizers_match_torch_optim(ours, theirs, options):
     assert restored.step_count == mine.step_count
 
 
-@pytest.mark.parametrize(
-    "ours, theirs, options",
-    [
-        (Adam, torch.optim.Adam, {"lr": 0.01, "eps": 1e-5}),
-        (RMSprop, torch.optim.RMSprop, {"lr": 0.01, "alpha": 0.99, "eps": 1e-5}),
-    ],
-)
+@pytest.mark.parametrize("ours, theirs, options", OPTIMIZER_PAIRS)
 @pytest.mark.parametrize("max_norm", [0.05, math.inf])
 def test_clip_and_step_matches_clip_grad_norm_then_torch_optim(ours, theirs, options, max_norm):
     torch.manual_seed(1)

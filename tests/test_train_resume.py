@@ -16,7 +16,7 @@ import sys
 import time
 
 import pytest
-import torch
+from state_equality import assert_same
 
 from vecpg import checkpoint
 from vecpg.cli import main
@@ -50,22 +50,6 @@ def checkpoint_steps(run_dir) -> list[int]:
 
 def vecpg_command(*arguments: str) -> list[str]:
     return [sys.executable, "-m", "vecpg", "train", *arguments]
-
-
-def assert_same(actual, expected, where="state"):
-    """Recursive equality of nested dicts/lists of tensors and plain values."""
-    if isinstance(expected, dict):
-        assert set(actual) == set(expected), where
-        for key in expected:
-            assert_same(actual[key], expected[key], f"{where}.{key}")
-    elif isinstance(expected, (list, tuple)):
-        assert len(actual) == len(expected), where
-        for index, (left, right) in enumerate(zip(actual, expected, strict=True)):
-            assert_same(left, right, f"{where}.{index}")
-    elif isinstance(expected, torch.Tensor):
-        assert torch.equal(actual, expected), where
-    else:
-        assert actual == expected, where
 
 
 @pytest.fixture

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import torch
 
-from vecpg.advantages import gae, nstep_returns
+from vecpg.advantages import nstep_returns
 from vecpg.buffer import RolloutBuffer
 from vecpg.learners.base import (
     Learner,
+    buffer_gae,
     distribution_stats,
     explained_variance,
     log_prob_check,
-    moments,
     normalize_advantages,
-    rollout_counts,
+    rollout_metrics,
 )
 
 
@@ -39,20 +39,8 @@ class A2C(Learner):
                 )
                 advantages = returns - buffer.values
             else:
-                advantages, returns = gae(
-                    buffer.rewards,
-                    buffer.values,
-                    buffer.next_values,
-                    buffer.terminations,
-                    buffer.truncations,
-                    config.gamma,
-                    config.gae_lambda,
-                )
-        metrics = {
-            **moments("return", returns),
-            **moments("advantage", advantages),
-            **rollout_counts(buffer),
-        }
+                advantages, returns = buffer_gae(buffer, config.gamma, config.gae_lambda)
+        metrics = rollout_metrics(buffer, returns, advantages)
         advantages, returns = advantages.reshape(-1), returns.reshape(-1)
         old_log_probs = buffer.log_probs.reshape(-1)
 

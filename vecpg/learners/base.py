@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from vecpg.advantages import gae
 from vecpg.buffer import RolloutBuffer
 from vecpg.learners.optim import Adam, RMSprop
 from vecpg.policies import ActorCritic
@@ -35,6 +36,30 @@ def rollout_counts(buffer: RolloutBuffer) -> dict[str, float]:
     return {
         "truncations": float((buffer.truncations & ~buffer.terminations).sum()),
         "terminations": float(buffer.terminations.sum()),
+    }
+
+
+def buffer_gae(buffer: RolloutBuffer, gamma: float, lam: float):
+    """:func:`vecpg.advantages.gae` over a filled buffer: ``(advantages, returns)`` ``[T, N]``."""
+    return gae(
+        buffer.rewards,
+        buffer.values,
+        buffer.next_values,
+        buffer.terminations,
+        buffer.truncations,
+        gamma,
+        lam,
+    )
+
+
+def rollout_metrics(
+    buffer: RolloutBuffer, returns: torch.Tensor, advantages: torch.Tensor
+) -> dict[str, float]:
+    """Return and advantage moments (before any normalization) and episode-end counts."""
+    return {
+        **moments("return", returns),
+        **moments("advantage", advantages),
+        **rollout_counts(buffer),
     }
 
 

@@ -10,15 +10,14 @@ from typing import Any
 
 import torch
 
-from vecpg.advantages import gae
 from vecpg.buffer import RolloutBuffer, map_structure
 from vecpg.learners.base import (
     Learner,
+    buffer_gae,
     distribution_stats,
     explained_variance,
-    moments,
     normalize_advantages,
-    rollout_counts,
+    rollout_metrics,
 )
 
 
@@ -36,20 +35,8 @@ class PPO(Learner):
     def update(self, buffer: RolloutBuffer) -> dict[str, float]:
         config = self.config
         with torch.no_grad():
-            advantages, returns = gae(
-                buffer.rewards,
-                buffer.values,
-                buffer.next_values,
-                buffer.terminations,
-                buffer.truncations,
-                config.gamma,
-                config.gae_lambda,
-            )
-        metrics = {
-            **moments("return", returns),
-            **moments("advantage", advantages),
-            **rollout_counts(buffer),
-        }
+            advantages, returns = buffer_gae(buffer, config.gamma, config.gae_lambda)
+        metrics = rollout_metrics(buffer, returns, advantages)
         observations = buffer.flat(buffer.observations)
         actions = buffer.flat(buffer.actions)
         old_log_probs = buffer.log_probs.reshape(-1)
