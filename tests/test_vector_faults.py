@@ -187,10 +187,16 @@ def test_invalid_constructor_arguments():
 
 _CHILD_SCRIPT = textwrap.dedent(
     """
-    import sys, time
+    import faulthandler, signal, sys, time
     import numpy as np
     import gymnasium as gym
     from vecpg import SubprocVectorEnv
+
+    # Ctrl-C as a terminal gives it, whatever the test runner's own handler is; a child
+    # still running after 20 s prints where it is stuck and exits, so a hang shows up as
+    # a failure with its stack rather than as a timeout.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    faulthandler.dump_traceback_later(20, exit=True)
 
     if __name__ == "__main__":
         with SubprocVectorEnv([lambda: gym.make("CartPole-v1")] * 4, num_workers=2) as envs:
@@ -233,8 +239,8 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
 def test_ctrl_c_shuts_down_cleanly(tmp_path):
     child, worker_pids = _start_child(tmp_path)
     os.killpg(child.pid, signal.SIGINT)  # the terminal sends SIGINT to the whole group
-    _, stderr = child.communicate(timeout=30)
-    assert "KeyboardInterrupt" in stderr
+    _, stderr = child.communicate(timeout=40)
+    assert "KeyboardInterrupt" in stderr, stderr
     assert "Traceback in the worker" not in stderr and "vecpg-worker" not in stderr
     assert_all_gone(worker_pids, timeout_s=10.0)
 

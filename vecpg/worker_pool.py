@@ -305,7 +305,7 @@ class WorkerPool:
                 process.join(timeout=1.0)
             if process.is_alive():
                 process.kill()
-                process.join()
+                process.join(timeout=5.0)  # SIGKILL cannot be refused; do not hang on it
         for connection in self.connections:
             try:
                 self._poller.unregister(connection.fileno())
@@ -313,6 +313,7 @@ class WorkerPool:
                 pass
             connection.close()
         for process in self.processes:
-            process.close()
+            if process.exitcode is not None:  # close() refuses a process still running
+                process.close()
         if self.local is not None:
             self.local.close()
