@@ -343,3 +343,21 @@ def test_samplers_spread_over_two_nodes(tmp_path):
         cluster.shutdown()
     assert not _wait_gone([process.pid for process in _ray_processes()])
     assert set(os.listdir("/dev/shm")) <= shm_before
+
+
+def test_weights_sent_to_the_samplers_are_as_small_as_the_policy():
+    """The optimizer keeps parameters as views of one flat vector; pickled naively, each
+    view would carry the whole vector (11x the policy for CartPole's 10 tensors)."""
+    import pickle
+
+    from vecpg.distributed import _cpu_copy, _cpu_weights
+    from vecpg.learners.optim import Adam
+
+    policy = ActorCritic(gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2))
+    Adam(policy.parameters())  # flattens the parameters, as the learner does
+    parameter_bytes = sum(p.numel() * p.element_size() for p in policy.parameters())
+    assert len(pickle.dumps(_cpu_weights(policy))) < 1.5 * parameter_bytes
+    copy = _cpu_copy(policy)
+    assert len(pickle.dumps(copy)) < 1.5 * parameter_bytes + 20_000  # + the module's pickle
+    for name, tensor in copy.state_dict().items():
+        assert torch.equal(tensor, policy.state_dict()[name])

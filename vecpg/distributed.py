@@ -373,7 +373,7 @@ class RaySampler:
         ray = import_ray()
         assert self.policy is not None and self.buffer is not None, "call start() first"
         started = time.perf_counter()
-        weights = ray.put({k: v.detach().cpu() for k, v in self.policy.state_dict().items()})
+        weights = ray.put(_cpu_weights(self.policy))
         broadcast_done = time.perf_counter()
         steps_per_env = self.global_step // self.num_envs
         reset_seed = self._seed + steps_per_env * self.num_envs
@@ -523,6 +523,19 @@ class RaySampler:
 
 
 def _cpu_copy(policy: ActorCritic) -> ActorCritic:
+    """A CPU copy whose tensors each own their memory.
+
+    The learner's optimizer keeps the parameters as views of one flat vector (see
+    vecpg/learners/optim.py); pickled as they are, every view would carry the whole vector.
+    """
     import copy
 
-    return copy.deepcopy(policy).cpu()
+    duplicate = copy.deepcopy(policy)
+    for tensor in [*duplicate.parameters(), *duplicate.buffers()]:
+        tensor.data = tensor.data.to("cpu", copy=True)
+    return duplicate
+
+
+def _cpu_weights(policy: ActorCritic) -> dict[str, torch.Tensor]:
+    """The policy's ``state_dict`` as compact CPU tensors (see :func:`_cpu_copy`)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in policy.state_dict().items()}
