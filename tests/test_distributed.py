@@ -224,6 +224,55 @@ class TestLocalRay:
                 # Integer counters exactly; float metrics to float32 rounding (see _assert_same).
                 assert ray_row[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key
 
+    def test_normalization_with_one_sampler_matches_local_backend(self, tmp_path):
+        """One sampler normalizes each step with the same statistics as one machine does;
+        the learner's statistics after the merge cover the same samples."""
+        rows, trainers = {}, {}
+        for backend in ("local", "ray"):
+
+            class Record:
+                def on_update(self, trainer, row, backend=backend):
+                    rows.setdefault(backend, []).append(row)
+
+            config = _config(
+                env="Pendulum-v1",
+                backend=backend,
+                num_samplers=1,
+                normalize_observations=True,
+                normalize_rewards=True,
+                run_dir=str(tmp_path / backend),
+            )
+            trainers[backend] = Trainer(config, callbacks=[Record()])
+            assert trainers[backend].train()["updates"] == 3
+        for local_row, ray_row in zip(rows["local"], rows["ray"], strict=True):
+            for key, value in local_row.items():
+                if key not in ("time_s", "sps"):
+                    assert ray_row[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), (
+                        key
+                    )
+        local_state = trainers["local"].state_dict()
+        ray_state = trainers["ray"].state_dict()
+        for name in ("observation_normalizer", "reward_scaler"):
+            _assert_nested_close(ray_state[name], local_state[name])
+
+    def test_normalization_statistics_cover_every_sampler(self, tmp_path):
+        config = _config(
+            env="Pendulum-v1",
+            normalize_observations=True,
+            normalize_rewards=True,
+            run_dir=str(tmp_path),
+        )
+        trainer = Trainer(config)
+        trainer.train()
+        stats = trainer.observation_normalizer.stats[""]
+        steps = 3 * config.num_steps * config.num_envs
+        assert stats.count == pytest.approx(1e-4 + steps)  # every env's every observation
+        assert trainer.reward_scaler.stats.count == pytest.approx(1e-4 + steps)
+        # Pendulum observations are (cos, sin, angular velocity): cos/sin within [-1, 1]
+        assert stats.mean[:2].abs().max() <= 1.0 and (stats.var > 0).all()
+        assert trainer.reward_scaler.returns.shape == (config.num_envs,)
+        assert (trainer.reward_scaler.returns != 0).all()  # each sampler's returns came back
+
     def test_env_exception_reaches_learner_as_worker_error(self, tmp_path):
         config = _config(env="vecpg.envs:FailingEnv", run_dir=str(tmp_path))
         trainer = Trainer(config)
@@ -293,8 +342,6 @@ class TestLocalRay:
     def test_config_errors(self):
         with pytest.raises(ConfigError, match="divisible by num_samplers"):
             _config(num_envs=5)
-        with pytest.raises(ConfigError, match="not supported with backend ray"):
-            _config(normalize_observations=True)
         with pytest.raises(VecpgError, match="could not place"):
             config = _config(sampler_cpus=2)
             distributed = RaySampler(config)
@@ -361,3 +408,15 @@ def test_weights_sent_to_the_samplers_are_as_small_as_the_policy():
     assert len(pickle.dumps(copy)) < 1.5 * parameter_bytes + 20_000  # + the module's pickle
     for name, tensor in copy.state_dict().items():
         assert torch.equal(tensor, policy.state_dict()[name])
+
+
+def _assert_nested_close(actual, expected):
+    """Nested dicts of tensors and floats, equal to float64 rounding."""
+    if isinstance(expected, dict):
+        assert set(actual) == set(expected)
+        for key in expected:
+            _assert_nested_close(actual[key], expected[key])
+    elif isinstance(expected, torch.Tensor):
+        torch.testing.assert_close(actual, expected, rtol=1e-6, atol=1e-8)
+    else:
+        assert actual == pytest.approx(expected, rel=1e-9)

@@ -79,3 +79,32 @@ def test_reward_scaler_divides_by_the_std_of_the_discounted_return():
     restored = RewardScaler(num_envs=2, gamma=gamma)
     restored.load_state_dict(scaler.state_dict())
     torch.testing.assert_close(restored.returns, scaler.returns)
+
+
+def test_what_two_copies_added_merges_into_the_statistics_of_all_samples():
+    """The Ray backend's path: K copies start from the same statistics, each folds in its
+    own samples, and the learner merges what each added."""
+    generator = torch.Generator().manual_seed(3)
+    learner = RunningMeanStd(shape=(3,))
+    learner.update(torch.randn(50, 3, generator=generator, dtype=torch.float64))
+    start = learner.state_dict()
+    batches = [
+        torch.randn(8, 3, generator=generator, dtype=torch.float64) * 4 + 2 for _ in range(6)
+    ]
+    copies = []
+    for k in range(2):
+        copy = RunningMeanStd(shape=(3,))
+        copy.load_state_dict(start)
+        for batch in batches[k::2]:
+            copy.update(batch)
+        copies.append(copy)
+    for copy in copies:
+        learner.merge(*copy.added_since(start))
+    reference = RunningMeanStd(shape=(3,))
+    reference.load_state_dict(start)
+    reference.update(torch.cat(batches))
+    assert learner.count == pytest.approx(reference.count)
+    torch.testing.assert_close(learner.mean, reference.mean, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(learner.var, reference.var, rtol=1e-12, atol=1e-12)
+    nothing = copies[0].added_since(copies[0].state_dict())
+    assert nothing[0] == 0.0

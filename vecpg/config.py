@@ -346,11 +346,6 @@ def validate(config: TrainConfig) -> None:
             f"num_workers is per sampler with backend ray and must be between 1 and "
             f"num_envs/num_samplers={per_sampler} (got {c.num_workers})",
         )
-        _check(
-            not (c.normalize_observations or c.normalize_rewards),
-            "normalize_observations and normalize_rewards are not supported with backend ray "
-            "yet; use backend local",
-        )
     _check(0.0 <= c.gamma <= 1.0, f"gamma must be in [0, 1] (got {c.gamma})")
     _check(0.0 <= c.gae_lambda <= 1.0, f"gae_lambda must be in [0, 1] (got {c.gae_lambda})")
     _check(c.nstep >= 0, f"nstep must be >= 0 (got {c.nstep})")

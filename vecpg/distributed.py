@@ -6,9 +6,10 @@ sampler actors and ``n = N / K`` the envs of one actor. Actor ``k`` runs the glo
 
 Data path of one update (:meth:`RaySampler.collect`):
 
-1. weights: the learner puts the policy's CPU ``state_dict`` into Ray's object store once
-   (one ``ray.put``) and passes the same reference to all K actors; Ray ships the object
-   to each node once, not once per actor;
+1. weights: the learner puts the policy's CPU ``state_dict`` (and, with
+   ``normalize_observations``/``normalize_rewards``, its normalization statistics) into
+   Ray's object store once (one ``ray.put``) and passes the same reference to all K
+   actors; Ray ships the object to each node once, not once per actor;
 2. sampling: each actor loads the weights into its CPU policy copy and runs the ordinary
    :class:`vecpg.sampler.Sampler` on its own :class:`vecpg.vector.SubprocVectorEnv`
    (SAME_STEP autoreset, ``infos="none"``, worker processes on the actor's node) into a
@@ -16,7 +17,10 @@ Data path of one update (:meth:`RaySampler.collect`):
    values, rewards, terminations, truncations, final-observation values, next values);
 3. gather: the learner fetches the K segments and copies segment ``k`` into columns
    ``[k n, (k + 1) n)`` of its ``[T, N]`` buffer. Advantages and the update then run on
-   that buffer exactly as on one machine: no math is implemented twice.
+   that buffer exactly as on one machine: no math is implemented twice. Each actor
+   also returns what its rollout added to the normalization statistics (count, mean,
+   variance) and its envs' running returns; the learner merges them in actor order
+   (:meth:`RaySampler._merge_normalization`).
 
 Determinism: env ``i`` is reset with ``seed + i`` as on one machine, and the action noise
 is keyed by (seed, env index, env step) (:class:`vecpg.sampler.ActionNoise`), so K
@@ -66,6 +70,7 @@ import torch
 from vecpg.buffer import RolloutBuffer, map_structure
 from vecpg.config import TrainConfig
 from vecpg.errors import ConfigError, VecpgError, WorkerError
+from vecpg.normalization import ObservationNormalizer, RewardScaler
 from vecpg.sampler import Sampler
 
 if TYPE_CHECKING:
@@ -171,8 +176,22 @@ class SegmentSampler:
             num_envs,
             "cpu",
         )
+        self.observation_normalizer = (
+            ObservationNormalizer(self.env.single_observation_space)
+            if config.normalize_observations
+            else None
+        )
+        self.reward_scaler = (
+            RewardScaler(num_envs, config.gamma) if config.normalize_rewards else None
+        )
         self.sampler = Sampler(
-            self.env, self.policy, self.buffer, env_offset=env_offset, total_envs=config.num_envs
+            self.env,
+            self.policy,
+            self.buffer,
+            observation_normalizer=self.observation_normalizer,
+            reward_scaler=self.reward_scaler,
+            env_offset=env_offset,
+            total_envs=config.num_envs,
         )
 
     def describe(self) -> dict[str, Any]:
@@ -192,15 +211,17 @@ class SegmentSampler:
         self.env.take_records()
 
     def collect(
-        self, weights: dict[str, torch.Tensor], steps_per_env: int, reset_seed: int
+        self, broadcast: dict[str, Any], steps_per_env: int, reset_seed: int
     ) -> dict[str, Any]:
-        """Load ``weights``, run T steps of the n envs; return the ``[T, n]`` segment.
+        """Load the broadcast weights (and normalization statistics), run T steps of the n
+        envs; return the ``[T, n]`` segment.
 
         ``steps_per_env`` (env steps per env before this rollout) keys the action noise;
         ``reset_seed`` is used only by a fresh (restarted) actor whose envs were never reset.
         """
         started = time.perf_counter()
-        self.policy.load_state_dict(weights)
+        self.policy.load_state_dict(broadcast["weights"])
+        before = self._load_normalization(broadcast.get("normalization"))
         if self.sampler.action_noise is None:  # a new or restarted actor
             self.reset(reset_seed)
         self.sampler.global_step = steps_per_env * self.num_envs
@@ -212,8 +233,36 @@ class SegmentSampler:
         segment = {name: getattr(buffer, name) for name in SEGMENT_FIELDS}
         segment["observations"] = buffer.observations
         segment["episodes"] = self.env.take_records()
+        segment["normalization"] = self._normalization_added(before)
         segment["sample_s"] = time.perf_counter() - started
         return segment
+
+    def _load_normalization(self, state: dict[str, Any] | None) -> dict[str, Any]:
+        """Start from the learner's statistics; returns them, to diff against afterwards."""
+        before: dict[str, Any] = {}
+        if state is None:
+            return before
+        if self.observation_normalizer is not None:
+            self.observation_normalizer.load_state_dict(state["observations"])
+            before["observations"] = state["observations"]
+        if self.reward_scaler is not None:
+            rewards = state["rewards"]
+            columns = slice(self.env_offset, self.env_offset + self.num_envs)
+            self.reward_scaler.load_state_dict(
+                {"stats": rewards["stats"], "returns": rewards["returns"][columns]}
+            )
+            before["rewards"] = rewards["stats"]
+        return before
+
+    def _normalization_added(self, before: dict[str, Any]) -> dict[str, Any]:
+        """What this rollout added to the statistics, and this actor's running returns."""
+        added: dict[str, Any] = {}
+        if self.observation_normalizer is not None and "observations" in before:
+            added["observations"] = self.observation_normalizer.added_since(before["observations"])
+        if self.reward_scaler is not None and "rewards" in before:
+            added["rewards"] = self.reward_scaler.stats.added_since(before["rewards"])
+            added["returns"] = self.reward_scaler.returns.clone()
+        return added
 
     def _global_error(self, error: WorkerError) -> WorkerError:
         """The env's WorkerError with the global env index and this actor's whereabouts."""
@@ -278,6 +327,8 @@ class RaySampler:
         self.actors: list[Any] = []
         self.placement_group: Any = None
         self.policy: ActorCritic | None = None
+        self.observation_normalizer: ObservationNormalizer | None = None
+        self.reward_scaler: RewardScaler | None = None
         self.buffer: RolloutBuffer | None = None
         self._owns_ray = False
         self._seed = config.seed
@@ -292,15 +343,16 @@ class RaySampler:
         observation_normalizer: Any = None,
         reward_scaler: Any = None,
     ) -> RaySampler:
-        """Connect to (or start) Ray, place the K actors and build their envs; returns self."""
-        if observation_normalizer is not None or reward_scaler is not None:
-            raise ConfigError(
-                "normalize_observations and normalize_rewards are not supported with "
-                "backend ray yet; use backend local"
-            )
+        """Connect to (or start) Ray, place the K actors and build their envs; returns self.
+
+        ``observation_normalizer`` and ``reward_scaler`` are the learner's (checkpointed)
+        ones: their statistics go to the actors with the weights, and what each rollout
+        adds comes back with the segments (see :meth:`collect`).
+        """
         if buffer.num_envs != self.num_envs:
             raise ValueError(f"buffer has {buffer.num_envs} envs, config has {self.num_envs}")
         self.policy, self.buffer = policy, buffer
+        self.observation_normalizer, self.reward_scaler = observation_normalizer, reward_scaler
         ray = import_ray()
         try:
             self._connect(ray)
@@ -373,13 +425,15 @@ class RaySampler:
         ray = import_ray()
         assert self.policy is not None and self.buffer is not None, "call start() first"
         started = time.perf_counter()
-        weights = ray.put(_cpu_weights(self.policy))
+        broadcast = ray.put(
+            {"weights": _cpu_weights(self.policy), "normalization": self._normalization_state()}
+        )
         broadcast_done = time.perf_counter()
         steps_per_env = self.global_step // self.num_envs
         reset_seed = self._seed + steps_per_env * self.num_envs
 
         def submit(k: int) -> Any:
-            return self.actors[k].collect.remote(weights, steps_per_env, reset_seed)
+            return self.actors[k].collect.remote(broadcast, steps_per_env, reset_seed)
 
         refs = [submit(k) for k in range(self.num_samplers)]
         # fetch_local=False: wait for the samplers only; fetching the segments is the gather.
@@ -448,6 +502,7 @@ class RaySampler:
                 buffer.observations,
                 segment["observations"],
             )
+        self._merge_normalization(segments)
         episodes = np.concatenate([segment["episodes"] for segment in segments])
         if len(episodes):
             # The single-machine Sampler folds episodes in by step, then by env index.
@@ -456,6 +511,35 @@ class RaySampler:
             self.episode_returns.extend(episodes[:, 2].tolist())
             self.episode_lengths.extend(episodes[:, 3].astype(np.int64).tolist())
             self.episodes_finished += len(episodes)
+
+    def _normalization_state(self) -> dict[str, Any] | None:
+        """The learner's normalization statistics, as the actors load them (CPU)."""
+        if self.observation_normalizer is None and self.reward_scaler is None:
+            return None
+        state: dict[str, Any] = {}
+        if self.observation_normalizer is not None:
+            state["observations"] = self.observation_normalizer.state_dict()
+        if self.reward_scaler is not None:
+            state["rewards"] = self.reward_scaler.state_dict()
+        return state
+
+    def _merge_normalization(self, segments: list[dict[str, Any]]) -> None:
+        """Fold each segment's new statistics into the learner's, in sampler order.
+
+        Within a rollout, actor k normalizes with the learner's statistics plus its own
+        envs' new samples (one machine: plus every env's), so the normalized inputs differ
+        slightly from a single-machine run; after the merge the statistics cover exactly
+        the same samples.
+        """
+        n = self.envs_per_sampler
+        for k, segment in enumerate(segments):
+            added = segment.get("normalization") or {}
+            if self.observation_normalizer is not None and "observations" in added:
+                self.observation_normalizer.merge(added["observations"])
+            if self.reward_scaler is not None and "rewards" in added:
+                self.reward_scaler.stats.merge(*added["rewards"])
+                returns = added["returns"].to(self.reward_scaler.returns.device)
+                self.reward_scaler.returns[k * n : (k + 1) * n] = returns
 
     def _get(self, ref: Any, k: int) -> Any:
         """``ray.get`` that re-raises an env failure as the plain WorkerError."""

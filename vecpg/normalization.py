@@ -35,21 +35,46 @@ class RunningMeanStd:
     def update(self, batch: torch.Tensor) -> None:
         """Fold in a batch [B, *shape]."""
         batch = batch.to(torch.float64)
-        batch_count = batch.shape[0]
-        if batch_count == 0:
+        if batch.shape[0] == 0:
             return
-        batch_mean = batch.mean(dim=0)
-        batch_var = batch.var(dim=0, unbiased=False)
-        delta = batch_mean - self.mean
-        total = self.count + batch_count
-        self.mean = self.mean + delta * (batch_count / total)
+        self.merge(batch.shape[0], batch.mean(dim=0), batch.var(dim=0, unbiased=False))
+
+    def merge(self, count: float, mean: torch.Tensor, var: torch.Tensor) -> None:
+        """Fold in ``count`` samples of this ``mean`` and (population) ``var``."""
+        if count <= 0:
+            return
+        mean = mean.to(self.mean.device, torch.float64)
+        var = var.to(self.var.device, torch.float64)
+        delta = mean - self.mean
+        total = self.count + count
+        self.mean = self.mean + delta * (count / total)
         second_moment = (
-            self.var * self.count
-            + batch_var * batch_count
-            + delta.square() * (self.count * batch_count / total)
+            self.var * self.count + var * count + delta.square() * (self.count * count / total)
         )
         self.var = second_moment / total
         self.count = total
+
+    def added_since(self, before: dict[str, Any]) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """``(count, mean, var)`` of the samples folded in since ``before`` (a state_dict).
+
+        The inverse of :meth:`merge`: merging the result into ``before`` gives these
+        statistics again (up to float64 rounding). Used to send one sampler's new samples
+        to the learner without sending the samples.
+        """
+        count = self.count - float(before["count"])
+        old_mean = before["mean"].to(self.mean.device, torch.float64)
+        old_var = before["var"].to(self.var.device, torch.float64)
+        if count <= 0:
+            return 0.0, torch.zeros_like(self.mean), torch.zeros_like(self.var)
+        old_count = float(before["count"])
+        mean = (self.mean * self.count - old_mean * old_count) / count
+        delta = mean - old_mean
+        second_moment = (
+            self.var * self.count
+            - old_var * old_count
+            - delta.square() * (old_count * count / self.count)
+        )
+        return count, mean, (second_moment / count).clamp(min=0.0)
 
     def state_dict(self) -> dict[str, Any]:
         return {"mean": self.mean.cpu(), "var": self.var.cpu(), "count": self.count}
@@ -130,6 +155,15 @@ class ObservationNormalizer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, stats in self.stats.items():
             stats.load_state_dict(state[key])
+
+    def added_since(self, before: dict[str, Any]) -> dict[str, Any]:
+        """Per key, the ``(count, mean, var)`` folded in since ``before`` (a state_dict)."""
+        return {key: stats.added_since(before[key]) for key, stats in self.stats.items()}
+
+    def merge(self, added: dict[str, Any]) -> None:
+        """Fold in what :meth:`added_since` returned (on another copy of this normalizer)."""
+        for key, stats in self.stats.items():
+            stats.merge(*added[key])
 
 
 class RewardScaler:
