@@ -184,3 +184,100 @@ def test_adapter_reports_final_observations_and_episode_statistics():
         assert env.episode_returns[0] == 3.0 and env.episode_lengths[0] == 2
     finally:
         env.close()
+
+
+def _samplers_with_and_without_overlap(env_id, normalize):
+    """Two Samplers (one batch / two halves) on the trainer's vector envs, same policy."""
+    from vecpg.config import resolve_config
+    from vecpg.normalization import RewardScaler
+    from vecpg.policies import ActorCritic
+    from vecpg.trainer import make_vector_env
+
+    samplers = {}
+    for overlap in (False, True):
+        config = resolve_config(
+            cli_values={
+                "env": env_id,
+                "num_envs": 8,
+                "num_steps": 40,  # Pendulum truncates at 200: inside the fifth rollout
+                "num_workers": 2,
+                "overlap_inference": overlap,
+            }
+        )
+        env = make_vector_env(config)
+        raw_space = env.single_observation_space
+        space = normalized_space(raw_space) if normalize else raw_space
+        torch.manual_seed(0)
+        policy = ActorCritic(space, env.single_action_space)
+        samplers[overlap] = Sampler(
+            env,
+            policy,
+            RolloutBuffer(space, env.single_action_space, 40, 8),
+            observation_normalizer=ObservationNormalizer(raw_space) if normalize else None,
+            reward_scaler=RewardScaler(8, 0.99) if normalize else None,
+            episode_window=10_000,
+            overlap=overlap,
+        )
+        samplers[overlap].reset(seed=3)
+    return samplers
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_overlapped_halves_fill_the_same_buffer_as_one_batch(env_id):
+    """--overlap-inference: two halves stepped in alternation give the [T, N] buffer that
+    one batch gives (same seeds, same policy), with episode ends inside it."""
+    samplers = _samplers_with_and_without_overlap(env_id, normalize=False)
+    one, halves = samplers[False].buffer, samplers[True].buffer
+    try:
+        for _ in range(6):
+            for sampler in samplers.values():
+                sampler.collect()
+            for name in ("actions", "terminations", "truncations"):
+                assert torch.equal(getattr(halves, name), getattr(one, name)), name
+            for name in ("observations", "log_probs", "values", "rewards", "next_values"):
+                torch.testing.assert_close(
+                    getattr(halves, name), getattr(one, name), rtol=1e-5, atol=1e-5
+                )
+        assert samplers[True].episodes_finished == samplers[False].episodes_finished > 0
+        assert sorted(samplers[True].episode_returns) == pytest.approx(
+            sorted(samplers[False].episode_returns)
+        )
+    finally:
+        for sampler in samplers.values():
+            sampler.env.close()
+
+
+def test_overlapped_halves_feed_every_sample_to_the_normalizers():
+    """With normalization each half updates the statistics with its own observations
+    (the other half's arrive while it steps), so actions differ slightly from one batch;
+    no sample is lost or counted twice."""
+    samplers = _samplers_with_and_without_overlap("Pendulum-v1", normalize=True)
+    try:
+        for _ in range(5):
+            for sampler in samplers.values():
+                sampler.collect()
+        one, halves = samplers[False], samplers[True]
+        for sampler in (one, halves):
+            assert sampler.observation_normalizer.stats[""].count == pytest.approx(1e-4 + 5 * 320)
+            assert sampler.reward_scaler.stats.count == pytest.approx(1e-4 + 5 * 320)
+        assert torch.equal(halves.buffer.truncations, one.buffer.truncations)
+        assert halves.buffer.truncations.any()  # Pendulum's 200-step limit ends rollout 5
+        torch.testing.assert_close(
+            halves.observation_normalizer.stats[""].mean,
+            one.observation_normalizer.stats[""].mean,
+            rtol=0.1,
+            atol=0.1,
+        )
+    finally:
+        for sampler in samplers.values():
+            sampler.env.close()
+
+
+def test_overlap_needs_an_even_split():
+    from vecpg.config import resolve_config
+    from vecpg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="even number of workers"):
+        resolve_config(cli_values={"num_envs": 6, "num_workers": 3, "overlap_inference": True})
+    with pytest.raises(ConfigError, match="vector=subproc"):
+        resolve_config(cli_values={"vector": "sync", "overlap_inference": True})

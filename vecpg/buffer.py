@@ -71,6 +71,14 @@ def allocate(space: gym.Space, leading: tuple[int, ...], device: torch.device) -
     return torch.zeros(leading + tuple(space.shape), dtype=torch_dtype(space.dtype), device=device)
 
 
+_ALL = slice(None)
+
+
+def _staging_key(name: str, rows: slice) -> str:
+    """One pinned staging slot per field and row range (their shapes differ)."""
+    return name if rows == _ALL else f"{name}[{rows.start}:{rows.stop}]"
+
+
 class HostToDevice:
     """Copies numpy batches [N, ...] into device tensors; pinned + non_blocking on CUDA."""
 
@@ -171,10 +179,13 @@ class RolloutBuffer:
         self.terminations, self.truncations = flags(), flags()
         self.host_to_device = HostToDevice(self.device)
 
-    def store_observations(self, step: int, observations: Any) -> Any:
-        """Copy a numpy batch [N, ...] (or dict/tuple) into slot ``step``; return the slot."""
-        destination = map_structure(lambda tensor: tensor[step], self.observations)
-        return self.host_to_device.copy_structure("observations", observations, destination)
+    def store_observations(self, step: int, observations: Any, rows: slice = _ALL) -> Any:
+        """Copy a numpy batch [n, ...] (or dict/tuple) into slot ``step``, env ``rows``
+        (default all N); return that slot (a view)."""
+        destination = map_structure(lambda tensor: tensor[step, rows], self.observations)
+        return self.host_to_device.copy_structure(
+            _staging_key("observations", rows), observations, destination
+        )
 
     def store_step(
         self,
@@ -182,11 +193,13 @@ class RolloutBuffer:
         actions: torch.Tensor,
         log_probs: torch.Tensor,
         values: torch.Tensor,
+        rows: slice = _ALL,
     ) -> None:
-        """Record what the policy did at ``step``: actions [N, ...], log_probs [N], values [N]."""
-        self.actions[step] = actions
-        self.log_probs[step] = log_probs
-        self.values[step] = values
+        """Record what the policy did at ``step`` for env ``rows`` (default all N): actions
+        [n, ...], log_probs [n], values [n]."""
+        self.actions[step, rows] = actions
+        self.log_probs[step, rows] = log_probs
+        self.values[step, rows] = values
 
     def store_transition(
         self,
@@ -194,15 +207,23 @@ class RolloutBuffer:
         rewards: np.ndarray | torch.Tensor,
         terminations: np.ndarray,
         truncations: np.ndarray,
+        rows: slice = _ALL,
     ) -> None:
-        """Record the env's answer to step ``step``: rewards [N], terminations/truncations [N]."""
+        """Record the env's answer to step ``step`` for env ``rows`` (default all N):
+        rewards [n], terminations/truncations [n]."""
         if isinstance(rewards, torch.Tensor):
-            self.rewards[step] = rewards
+            self.rewards[step, rows] = rewards
         else:
-            self.host_to_device.copy("rewards", rewards, self.rewards[step])
-        self.host_to_device.copy("terminations", terminations, self.terminations[step])
-        self.host_to_device.copy("truncations", truncations, self.truncations[step])
-        self.final_values[step] = 0.0
+            self.host_to_device.copy(
+                _staging_key("rewards", rows), rewards, self.rewards[step, rows]
+            )
+        self.host_to_device.copy(
+            _staging_key("terminations", rows), terminations, self.terminations[step, rows]
+        )
+        self.host_to_device.copy(
+            _staging_key("truncations", rows), truncations, self.truncations[step, rows]
+        )
+        self.final_values[step, rows] = 0.0
 
     def finish(self, last_values: torch.Tensor) -> None:
         """Set next_values[t] = V(s_{t+1}) for every step, given V(next rollout obs) [N].

@@ -71,6 +71,13 @@ class TrainConfig:
         "vector env: subproc (vecpg's shared-memory workers) or sync (in-process)",
         choices=("subproc", "sync"),
     )
+    overlap_inference: bool = _field(
+        False,
+        "step two halves of the envs in alternation, running the policy on one half while "
+        "the workers step the other (vector subproc, an even number of workers, 2 by "
+        "default); pays when inference costs about as much as a step and grows with the "
+        "batch (CNN policies, many cores)",
+    )
     backend: str = _field(
         "local",
         "where envs run: local (this machine) or ray (num_samplers Ray actors, each stepping "
@@ -345,6 +352,15 @@ def validate(config: TrainConfig) -> None:
             c.num_workers is None or c.num_workers <= per_sampler,
             f"num_workers is per sampler with backend ray and must be between 1 and "
             f"num_envs/num_samplers={per_sampler} (got {c.num_workers})",
+        )
+    if c.overlap_inference:
+        envs = c.num_envs // c.num_samplers if c.backend == "ray" else c.num_envs
+        workers = c.num_workers or 2
+        _check(c.vector == "subproc", "overlap_inference needs vector=subproc")
+        _check(
+            workers % 2 == 0 and envs % workers == 0,
+            f"overlap_inference needs an even number of workers that divides the envs of "
+            f"one vector env (got {workers} workers for {envs} envs)",
         )
     _check(0.0 <= c.gamma <= 1.0, f"gamma must be in [0, 1] (got {c.gamma})")
     _check(0.0 <= c.gae_lambda <= 1.0, f"gae_lambda must be in [0, 1] (got {c.gae_lambda})")

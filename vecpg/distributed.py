@@ -192,6 +192,7 @@ class SegmentSampler:
             reward_scaler=self.reward_scaler,
             env_offset=env_offset,
             total_envs=config.num_envs,
+            overlap=config.overlap_inference,
         )
 
     def describe(self) -> dict[str, Any]:

@@ -219,6 +219,32 @@ class ImageEnv(gymnasium.Env):
         return self._frame.copy(), float(action == 0), terminated, truncated, {}
 
 
+class BusyImageEnv(ImageEnv):
+    """:class:`ImageEnv` whose step also runs ``iterations`` of BusyEnv's CPU loop.
+
+    An image env with a simulator-like step cost, for benchmarks where a CNN policy's
+    inference and env stepping take comparable time (``benchmarks/overlap.py``). The
+    work is a fixed iteration count, not a per-process calibration, so every worker of
+    every configuration does the same work; 6,600 iterations took ~1 ms on the 2-core
+    development VM.
+
+    Example:
+        >>> env = BusyImageEnv(iterations=10)
+        >>> observation, info = env.reset(seed=0)
+        >>> env.step(0)[0].shape
+        (84, 84, 4)
+    """
+
+    def __init__(self, iterations: int = 6_600, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.iterations = int(iterations)
+        self._loop_state = 1
+
+    def step(self, action):
+        self._loop_state = _busy_loop(self.iterations, self._loop_state)
+        return super().step(action)
+
+
 # --- fault injection ------------------------------------------------------------------------
 
 

@@ -194,17 +194,21 @@ class RewardScaler:
         self.returns = torch.zeros(num_envs, dtype=torch.float64, device=device)
         self.stats = RunningMeanStd((), device)
 
-    def __call__(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
-        """Scale one step's rewards [N]; ``dones`` [N] bool ends each env's return."""
-        self.returns = self.returns * self.gamma + rewards.to(torch.float64)
-        self.stats.update(self.returns)
-        self.returns = self.returns.masked_fill(dones, 0.0)
+    def __call__(
+        self, rewards: torch.Tensor, dones: torch.Tensor, rows: slice = slice(None)
+    ) -> torch.Tensor:
+        """Scale one step's rewards [n] of env ``rows`` (default all N); ``dones`` [n] bool
+        ends each env's return."""
+        returns = self.returns[rows] * self.gamma + rewards.to(torch.float64)
+        self.stats.update(returns)
+        self.returns[rows] = returns.masked_fill(dones, 0.0)
         scaled = rewards / torch.sqrt(self.stats.var + self.epsilon)
         return scaled.clamp(-self.clip, self.clip).to(rewards.dtype)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"stats": self.stats.state_dict(), "returns": self.returns.cpu()}
+        # Copies: the running returns are updated in place.
+        return {"stats": self.stats.state_dict(), "returns": self.returns.cpu().clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.stats.load_state_dict(state["stats"])
-        self.returns = state["returns"].to(self.returns.device, torch.float64)
+        self.returns = state["returns"].to(self.returns.device, torch.float64, copy=True)

@@ -23,7 +23,6 @@ The vector env must autoreset in SAME_STEP mode and expose vecpg's fast-path att
 from __future__ import annotations
 
 import collections
-import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +33,8 @@ import torch
 from vecpg.buffer import RolloutBuffer, map_structure
 from vecpg.normalization import ObservationNormalizer, RewardScaler
 from vecpg.policies import ActorCritic
+
+_ALL = slice(None)
 
 
 def _select(observations: Any, indices: np.ndarray) -> Any:
@@ -178,6 +179,8 @@ class Sampler:
         env_offset: global index of this sampler's first env when it runs a slice of a
             larger set of envs (one Ray sampler of several); 0 on one machine.
         total_envs: how many envs there are in all (default: the buffer's N).
+        overlap: step two halves of the envs in alternation, running the policy on one
+            half while the other steps (see :meth:`_collect_overlapped`).
     """
 
     def __init__(
@@ -191,8 +194,12 @@ class Sampler:
         episode_window: int = 20,
         env_offset: int = 0,
         total_envs: int | None = None,
+        overlap: bool = False,
     ) -> None:
         self.env, self.policy, self.buffer = env, policy, buffer
+        self.overlap = bool(overlap)
+        if self.overlap and buffer.num_envs % 2:
+            raise ValueError(f"overlap needs an even number of envs, got {buffer.num_envs}")
         self.env_offset = int(env_offset)
         self.total_envs = buffer.num_envs if total_envs is None else int(total_envs)
         self.action_noise: ActionNoise | None = None
@@ -218,13 +225,13 @@ class Sampler:
             noise_seed, self.total_envs, self.env_offset, device=self.device
         )
 
-    def _to_policy_input(self, step: int, observations: Any) -> Any:
+    def _to_policy_input(self, step: int, observations: Any, rows: slice = _ALL) -> Any:
         """Store raw numpy observations at ``step``; return what the policy should read."""
         if self.observation_normalizer is None:
-            return self.buffer.store_observations(step, observations)
+            return self.buffer.store_observations(step, observations, rows)
         raw = self.buffer.host_to_device.to_device(observations)
         normalized = self.observation_normalizer(raw, update=True)
-        destination = map_structure(lambda tensor: tensor[step], self.buffer.observations)
+        destination = map_structure(lambda tensor: tensor[step, rows], self.buffer.observations)
         map_structure(lambda dst, src: dst.copy_(src), destination, normalized)
         return destination
 
@@ -234,47 +241,116 @@ class Sampler:
             tensors = self.observation_normalizer(tensors, update=False)
         return tensors
 
+    def _act(self, step: int, observations: Any, rows: slice = _ALL) -> np.ndarray:
+        """Policy on env ``rows``' observations at rollout step ``step``: store the step,
+        return the actions to send to the env."""
+        assert self.action_noise is not None
+        env_step = self.global_step // self.buffer.num_envs + step
+        action_noise, num_envs = self.action_noise, self.buffer.num_envs
+
+        def noise(shape: torch.Size) -> torch.Tensor:
+            # Every env's noise at this step, then these rows: the same draw as a full batch.
+            return action_noise.uniform((num_envs, *shape[1:]), step=env_step)[rows]
+
+        policy_input = self._to_policy_input(step, observations, rows)
+        actions, log_probs, values = self.policy.act(policy_input, noise=noise)
+        self.buffer.store_step(step, actions, log_probs, values, rows)
+        return self.policy.to_env_actions(actions)
+
+    def _record(
+        self,
+        step: int,
+        rewards: np.ndarray,
+        terminations: np.ndarray,
+        truncations: np.ndarray,
+        rows: slice = _ALL,
+    ) -> None:
+        """Store the env's answer to ``step`` for env ``rows``: rewards and episode-end
+        flags, V(final observation) where an episode was truncated, finished episodes."""
+        env, buffer = self.env, self.buffer
+        stored_rewards: np.ndarray | torch.Tensor = rewards
+        if self.reward_scaler is not None:
+            done = torch.from_numpy(np.logical_or(terminations, truncations)).to(self.device)
+            stored_rewards = self.reward_scaler(
+                torch.from_numpy(rewards).to(self.device, torch.float32), done, rows
+            )
+        buffer.store_transition(step, stored_rewards, terminations, truncations, rows)
+        # A step that both terminated and truncated counts as terminated: no bootstrap.
+        bootstrapped = np.logical_and(truncations, np.logical_not(terminations))
+        first = rows.start or 0
+        if bootstrapped.any():
+            indices = np.flatnonzero(bootstrapped) + first
+            finals = _select(env.final_observations, indices)
+            final_values = self.policy.value(self._normalize(finals))
+            buffer.final_values[step, torch.from_numpy(indices).to(self.device)] = final_values.to(
+                buffer.final_values.dtype
+            )
+        ended_rows = env.episode_ended[rows]
+        if ended_rows.any():
+            ended = np.flatnonzero(ended_rows) + first
+            self.episode_returns.extend(env.episode_returns[ended].tolist())
+            self.episode_lengths.extend(env.episode_lengths[ended].tolist())
+            self.episodes_finished += len(ended)
+
     @torch.no_grad()
     def collect(self) -> None:
         """Run T steps in every env and fill the buffer, including next_values."""
         if self._observations is None or self.action_noise is None:
             self.reset()
-        assert self.action_noise is not None
-        buffer, env, policy, action_noise = self.buffer, self.env, self.policy, self.action_noise
-        first_step = self.global_step // buffer.num_envs  # env steps per env so far
-        for step in range(buffer.num_steps):
-            policy_input = self._to_policy_input(step, self._observations)
-            actions, log_probs, values = policy.act(
-                policy_input,
-                noise=functools.partial(action_noise.uniform, step=first_step + step),
+        if self.overlap:
+            self._collect_overlapped()
+        else:
+            for step in range(self.buffer.num_steps):
+                actions = self._act(step, self._observations)
+                observations, rewards, terminations, truncations, _ = self.env.step(actions)
+                self._record(step, rewards, terminations, truncations)
+                self._observations = observations
+        self.global_step += self.buffer.num_steps * self.buffer.num_envs
+        self.buffer.finish(self.policy.value(self._normalize(self._observations)))
+
+    def _collect_overlapped(self) -> None:
+        """Two halves of the envs in alternation: while the workers step one half, the
+        policy runs on the other. Each half keeps its own step count, so the ``[T, N]``
+        buffer holds exactly what :meth:`collect` would store (with the same policy, up to
+        float rounding of a half-size batch), only the order of finished episodes may
+        interleave differently. Needs a vector env with EnvPool-style ``send``/``recv``
+        whose ``recv`` returns one worker's envs and whose workers each host envs of one
+        half (see :func:`vecpg.trainer.make_vector_env`).
+        """
+        env, num_steps = self.env, self.buffer.num_steps
+        half = self.buffer.num_envs // 2
+        halves = (slice(0, half), slice(half, self.buffer.num_envs))
+        steps = [0, 0]  # rollout steps taken by each half
+        waiting = [half, half]  # envs of each half not yet back from the current step
+        latest = map_structure(np.array, self._observations)  # [N, ...], updated per half
+
+        def send(h: int) -> None:
+            observations = map_structure(lambda array: array[halves[h]], latest)
+            actions = self._act(steps[h], observations, halves[h])
+            env.send(actions, np.arange(halves[h].start, halves[h].stop))
+
+        send(0)
+        send(1)
+        while steps[0] < num_steps or steps[1] < num_steps:
+            batch = env.recv()
+            ids = batch.env_ids
+            rows = slice(int(ids[0]), int(ids[-1]) + 1)
+            if not np.array_equal(ids, np.arange(rows.start, rows.stop)):
+                raise RuntimeError(f"recv() returned envs {ids.tolist()}, not one worker's")
+            h = 0 if rows.start < half else 1
+            self._record(steps[h], batch.rewards, batch.terminations, batch.truncations, rows)
+            map_structure(
+                lambda destination, source, rows=rows: destination.__setitem__(rows, source),
+                latest,
+                batch.observations,
             )
-            buffer.store_step(step, actions, log_probs, values)
-            observations, rewards, terminations, truncations, _ = env.step(
-                policy.to_env_actions(actions)
-            )
-            if self.reward_scaler is not None:
-                done = torch.from_numpy(np.logical_or(terminations, truncations)).to(self.device)
-                rewards = self.reward_scaler(
-                    torch.from_numpy(rewards).to(self.device, torch.float32), done
-                )
-            buffer.store_transition(step, rewards, terminations, truncations)
-            # A step that both terminated and truncated counts as terminated: no bootstrap.
-            bootstrapped = np.logical_and(truncations, np.logical_not(terminations))
-            if bootstrapped.any():
-                indices = np.flatnonzero(bootstrapped)
-                finals = _select(env.final_observations, indices)
-                final_values = policy.value(self._normalize(finals))
-                buffer.final_values[step, torch.from_numpy(indices).to(self.device)] = (
-                    final_values.to(buffer.final_values.dtype)
-                )
-            if env.episode_ended.any():
-                ended = np.flatnonzero(env.episode_ended)
-                self.episode_returns.extend(env.episode_returns[ended].tolist())
-                self.episode_lengths.extend(env.episode_lengths[ended].tolist())
-                self.episodes_finished += len(ended)
-            self._observations = observations
-        self.global_step += buffer.num_steps * buffer.num_envs
-        buffer.finish(policy.value(self._normalize(self._observations)))
+            waiting[h] -= rows.stop - rows.start
+            if waiting[h] == 0:
+                steps[h] += 1
+                waiting[h] = half
+                if steps[h] < num_steps:
+                    send(h)
+        self._observations = latest
 
     def episode_return_mean(self) -> float:
         """Mean return of the last ``episode_window`` finished episodes (NaN if none)."""

@@ -97,6 +97,11 @@ def make_vector_env(config: TrainConfig) -> gym.vector.VectorEnv:
         # next step, so views into shared memory save one copy of every observation.
         options: dict[str, Any] = {"autoreset_mode": same_step, "infos": "none", "copy": False}
         options["num_workers"] = config.num_workers
+        if config.overlap_inference:
+            # Halves of the envs on separate workers; recv() returns one worker's envs.
+            options["num_workers"] = config.num_workers or 2
+            options["parent_share"] = False
+            options["batch_size"] = config.num_envs // options["num_workers"]
         if env_id is not None:
             return make_vec(env_id, config.num_envs, **options)
         return SubprocVectorEnv([factory] * config.num_envs, **options)
@@ -227,6 +232,7 @@ class Trainer:
                 self.buffer,
                 observation_normalizer=self.observation_normalizer,
                 reward_scaler=self.reward_scaler,
+                overlap=config.overlap_inference,
             )
         self.learner = make_learner(self.policy, config)
 
