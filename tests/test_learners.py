@@ -39,13 +39,18 @@ METRIC_KEYS = {
 }
 
 
+def _twin_models(ours, theirs, options, outputs):
+    """Two identical small MLPs, one with vecpg's optimizer and one with torch.optim's."""
+    torch.manual_seed(outputs)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, outputs))
+    twin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, outputs))
+    twin.load_state_dict(model.state_dict())
+    return model, twin, ours(model.parameters(), **options), theirs(twin.parameters(), **options)
+
+
 @pytest.mark.parametrize("ours, theirs, options", OPTIMIZER_PAIRS)
 def test_optimizers_match_torch_optim(ours, theirs, options):
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
-    twin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
-    twin.load_state_dict(model.state_dict())
-    mine, reference = ours(model.parameters(), **options), theirs(twin.parameters(), **options)
+    model, twin, mine, reference = _twin_models(ours, theirs, options, outputs=1)
     for step in range(6):
         inputs = torch.randn(8, 3)
         for network, optimizer in ((model, mine), (twin, reference)):
@@ -64,11 +69,7 @@ def test_optimizers_match_torch_optim(ours, theirs, options):
 @pytest.mark.parametrize("ours, theirs, options", OPTIMIZER_PAIRS)
 @pytest.mark.parametrize("max_norm", [0.05, math.inf])
 def test_clip_and_step_matches_clip_grad_norm_then_torch_optim(ours, theirs, options, max_norm):
-    torch.manual_seed(1)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
-    twin = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
-    twin.load_state_dict(model.state_dict())
-    mine, reference = ours(model.parameters(), **options), theirs(twin.parameters(), **options)
+    model, twin, mine, reference = _twin_models(ours, theirs, options, outputs=2)
     for _ in range(5):
         inputs = torch.randn(16, 3)
         mine.zero_grad()
