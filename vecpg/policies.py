@@ -146,17 +146,19 @@ class ActorCritic(nn.Module):
         return actions, distribution.log_prob(actions), self._values_from(observations, features)
 
     def evaluate(
-        self, observations, actions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Distribution]:
+        self, observations, actions: torch.Tensor, *, entropy: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, Distribution]:
         """Recompute, with gradients, what the loss needs for stored actions.
 
         Returns:
-            ``(log_probs [B], entropy [B], values [B], distribution)``.
+            ``(log_probs [B], entropy [B], values [B], distribution)``; entropy is None
+            when not asked for (a loss without entropy bonus skips its cost).
         """
         features = self._actor_features(observations)
         distribution = self.action_head(features)
         values = self._values_from(observations, features)
-        return distribution.log_prob(actions), distribution.entropy(), values, distribution
+        entropies = distribution.entropy() if entropy else None
+        return distribution.log_prob(actions), entropies, values, distribution
 
     @torch.no_grad()
     def act_deterministic(self, observations) -> torch.Tensor:

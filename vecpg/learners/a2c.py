@@ -55,6 +55,7 @@ class A2C(Learner):
             advantages = normalize_advantages(advantages)
         policy_loss = -(advantages * log_probs).mean()
         value_loss = 0.5 * (values - returns).square().mean()
+        assert entropy is not None
         entropy_bonus = entropy.mean()
         loss = policy_loss - config.ent_coef * entropy_bonus + config.vf_coef * value_loss
         grad_norm = self.gradient_step(loss)

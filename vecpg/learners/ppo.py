@@ -45,6 +45,8 @@ class PPO(Learner):
         check, distribution = self.check_log_probs(observations, actions, old_log_probs)
         metrics.update(check)
         metrics.update(distribution_stats(distribution))
+        # The entropy of the policy that collected the rollout (as A2C and REINFORCE report).
+        metrics["entropy"] = float(distribution.entropy().mean())
 
         batch_size = old_log_probs.shape[0]
         minibatch_size = batch_size // config.num_minibatches
@@ -54,7 +56,6 @@ class PPO(Learner):
         history: dict[str, list[torch.Tensor]] = {
             "policy_loss": [],
             "value_loss": [],
-            "entropy": [],
             "log_ratio": [],
             "grad_norm": [],
         }
@@ -74,8 +75,9 @@ class PPO(Learner):
                 def take(tensor: Any, i: Any = indices) -> Any:
                     return tensor if i is None else tensor[i]
 
+                with_bonus = config.ent_coef != 0.0
                 new_log_probs, entropy, new_values, _ = self.policy.evaluate(
-                    map_structure(take, observations), take(actions)
+                    map_structure(take, observations), take(actions), entropy=with_bonus
                 )
                 log_ratio = new_log_probs - take(old_log_probs)
                 ratio = log_ratio.exp()
@@ -105,16 +107,14 @@ class PPO(Learner):
                     value_error = torch.max(value_error, clipped_error)
                 value_loss = 0.5 * value_error.mean()
 
-                entropy_bonus = entropy.mean()
                 loss = policy_loss + config.vf_coef * value_loss
-                if config.ent_coef != 0.0:  # else the backward pass skips the entropy
-                    loss = loss - config.ent_coef * entropy_bonus
+                if entropy is not None:  # only with an entropy bonus
+                    loss = loss - config.ent_coef * entropy.mean()
                 grad_norm = self.gradient_step(loss)
                 steps_done += 1
 
                 history["policy_loss"].append(policy_loss.detach())
                 history["value_loss"].append(value_loss.detach())
-                history["entropy"].append(entropy_bonus.detach())
                 history["log_ratio"].append(log_ratio.detach())
                 history["grad_norm"].append(grad_norm)
             if stop:

@@ -70,6 +70,7 @@ class REINFORCE(Learner):
                 selected = advantages[complete]
                 advantages = (advantages - selected.mean()) / (selected.std() + 1e-8)
         policy_loss = -_masked_mean(advantages * log_probs, mask, count)
+        assert entropy is not None
         entropy_bonus = _masked_mean(entropy, mask, count)
         loss = policy_loss - config.ent_coef * entropy_bonus
         if config.use_baseline:
