@@ -9,6 +9,10 @@ Data path per step ``t`` (N envs at once, no Python loop over envs):
 4. rewards and termination/truncation masks go to the buffer; where an episode was
    truncated, V(final observation) is computed for those envs in one batched call.
 
+With ``overlap=True`` (``--overlap-inference``) the same steps run per half of the envs,
+the two halves in alternation, so the policy works on one half while the workers step
+the other (:meth:`Sampler._collect_overlapped`); the buffer layout does not change.
+
 Action-sampling noise comes from :class:`ActionNoise`, keyed by (seed, env index, env step)
 rather than drawn from torch's global generator: a Sampler of all N envs and K samplers of
 N/K envs each (the Ray backend, :mod:`vecpg.distributed`) then pick the same actions, and
