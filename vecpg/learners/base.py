@@ -165,7 +165,7 @@ class Learner:
         pre-update action distribution over the whole batch (for its std statistics).
         """
         with torch.no_grad():
-            evaluation = self.policy.evaluate(observations, actions)
+            evaluation = self.policy.evaluate(observations, actions, entropy=False)
         return log_prob_check(evaluation[0], stored), evaluation[3]
 
     def update(self, buffer: RolloutBuffer) -> dict[str, float]:  # pragma: no cover

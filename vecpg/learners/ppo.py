@@ -59,6 +59,7 @@ class PPO(Learner):
             "log_ratio": [],
             "grad_norm": [],
         }
+        with_bonus = config.ent_coef != 0.0  # else the gradient steps skip the entropy
         steps_done, stop = 0, False
         for _epoch in range(config.num_epochs):
             if whole_batch:  # one minibatch: its order does not change the mean, skip gathers
@@ -75,7 +76,6 @@ class PPO(Learner):
                 def take(tensor: Any, i: Any = indices) -> Any:
                     return tensor if i is None else tensor[i]
 
-                with_bonus = config.ent_coef != 0.0
                 new_log_probs, entropy, new_values, _ = self.policy.evaluate(
                     map_structure(take, observations), take(actions), entropy=with_bonus
                 )
