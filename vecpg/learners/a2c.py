@@ -44,9 +44,14 @@ class A2C(Learner):
         advantages, returns = advantages.reshape(-1), returns.reshape(-1)
         old_log_probs = buffer.log_probs.reshape(-1)
 
-        log_probs, entropy, values, distribution = self.policy.evaluate(
-            buffer.flat(buffer.observations), buffer.flat(buffer.actions)
-        )
+        observations, actions = buffer.flat(buffer.observations), buffer.flat(buffer.actions)
+        manual = self.backprop  # vecpg/backprop.py: the same gradients, without autograd
+        if manual is not None:
+            forward = manual.forward(observations, actions)
+            log_probs, entropy, values = forward.log_probs, forward.entropies, forward.values
+            distribution = forward.distribution
+        else:
+            log_probs, entropy, values, distribution = self.policy.evaluate(observations, actions)
         # This forward pass precedes the only gradient step, so it is the match check.
         metrics.update(log_prob_check(log_probs, old_log_probs))
         metrics.update(distribution_stats(distribution))
@@ -57,8 +62,18 @@ class A2C(Learner):
         value_loss = 0.5 * (values - returns).square().mean()
         assert entropy is not None
         entropy_bonus = entropy.mean()
-        loss = policy_loss - config.ent_coef * entropy_bonus + config.vf_coef * value_loss
-        grad_norm = self.gradient_step(loss)
+        if manual is not None:
+            # d/d log_probs, d/d values and d/d entropies of the loss below, per sample.
+            batch = log_probs.shape[0]
+            grad_norm = self.manual_gradient_step(
+                forward,
+                advantages / -batch,
+                (values - returns).mul_(config.vf_coef / batch),
+                -config.ent_coef / batch,
+            )
+        else:
+            loss = policy_loss - config.ent_coef * entropy_bonus + config.vf_coef * value_loss
+            grad_norm = self.gradient_step(loss)
 
         metrics.update(
             policy_loss=float(policy_loss.detach()),

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from vecpg.advantages import gae
+from vecpg.backprop import ManualBackprop, PolicyForward
 from vecpg.buffer import RolloutBuffer
 from vecpg.learners.optim import Adam, RMSprop
 from vecpg.policies import ActorCritic
@@ -133,6 +134,12 @@ class Learner:
         else:
             self.optimizer = Adam(parameters, lr=config.learning_rate, eps=config.optimizer_eps)
         self.progress = 0.0
+        # Gradient steps without autograd where the policy allows (see vecpg/backprop.py).
+        self.backprop = (
+            ManualBackprop.for_policy(policy, self.optimizer)
+            if getattr(config, "manual_backprop", True)
+            else None
+        )
 
     def set_progress(self, fraction: float) -> None:
         """Tell the learner how much of training is done (0..1); drives LR annealing."""
@@ -156,6 +163,21 @@ class Learner:
         loss.backward()
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else math.inf
         return self.optimizer.clip_and_step(max_norm)
+
+    def manual_gradient_step(
+        self,
+        forward: PolicyForward,
+        grad_log_probs: torch.Tensor,
+        grad_values: torch.Tensor,
+        grad_entropy: float,
+    ) -> torch.Tensor:
+        """:meth:`gradient_step` for a loss whose derivatives with respect to the policy's
+        outputs are given (see :meth:`ManualBackprop.backward`); returns the norm before
+        clipping."""
+        assert self.backprop is not None
+        gradient = self.backprop.backward(forward, grad_log_probs, grad_values, grad_entropy)
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else math.inf
+        return self.optimizer.clip_and_step(max_norm, gradient)
 
     def check_log_probs(self, observations: Any, actions: torch.Tensor, stored: torch.Tensor):
         """Recompute log-probs before any gradient step (the action/log_prob match check).

@@ -90,6 +90,23 @@ class _Optimizer:
         grads = [self.params[i].grad for i in indices]
         return [self.params[i] for i in indices], [g for g in grads if g is not None], indices
 
+    def gradient_buffer(self) -> tuple[torch.Tensor, list[torch.Tensor]] | None:
+        """A new zero ``[P]`` tensor laid out like the flat parameters, and one view of it
+        per parameter (in order), for gradients computed without autograd (see
+        vecpg/backprop.py and :meth:`clip_and_step`); None when the parameters are not flat.
+        """
+        if self._flat is None:
+            return None
+        gradient = torch.zeros_like(self._flat)
+        return gradient, _views(gradient, self.params)
+
+    def _check_not_moved(self) -> None:
+        if [p.data_ptr() for p in self.params] != self._pointers:
+            raise RuntimeError(
+                "the optimizer's parameters were moved or replaced after it was built "
+                "(build the optimizer after .to(device); load weights with load_state_dict)"
+            )
+
     def _flat_gradient(self) -> torch.Tensor | None:
         """All gradients as one new ``[P]`` tensor, or None when the flat path does not apply."""
         if self._flat is None or len(set(self.parameter_steps)) != 1:
@@ -97,11 +114,7 @@ class _Optimizer:
         grads = [p.grad for p in self.params]
         if any(g is None for g in grads):
             return None
-        if [p.data_ptr() for p in self.params] != self._pointers:
-            raise RuntimeError(
-                "the optimizer's parameters were moved or replaced after it was built "
-                "(build the optimizer after .to(device); load weights with load_state_dict)"
-            )
+        self._check_not_moved()
         return torch.cat([g.reshape(-1) for g in grads if g is not None])
 
     @torch.no_grad()
@@ -118,14 +131,30 @@ class _Optimizer:
             self._step_tensors(params, grads, indices)
 
     @torch.no_grad()
-    def clip_and_step(self, max_norm: float) -> torch.Tensor:
+    def clip_and_step(self, max_norm: float, gradient: torch.Tensor | None = None) -> torch.Tensor:
         """Clip the global gradient norm to ``max_norm`` (``inf``: no clipping), then step.
+
+        Args:
+            max_norm: the largest gradient norm kept.
+            gradient: a flat ``[P]`` gradient of every parameter (from
+                :meth:`gradient_buffer`, scaled in place), used instead of the
+                parameters' ``.grad``.
 
         Returns the norm before clipping, as a tensor (no device synchronization). The
         clipping is ``torch.nn.utils.clip_grad_norm_``'s: gradients are scaled by
         ``min(1, max_norm / (norm + 1e-6))``.
         """
-        flat_gradient = self._flat_gradient()
+        if gradient is not None:
+            if self._flat is None or gradient.shape != self._flat.shape:
+                raise ValueError("a flat gradient needs flat parameters of the same size")
+            self._check_not_moved()
+            if len(set(self.parameter_steps)) != 1:  # per-parameter bias corrections
+                for p, view in zip(self.params, _views(gradient, self.params), strict=True):
+                    p.grad = view
+                gradient = None
+            flat_gradient: torch.Tensor | None = gradient
+        else:
+            flat_gradient = self._flat_gradient()
         if flat_gradient is None:
             params = [p for p in self.params if p.grad is not None]
             norm = torch.nn.utils.clip_grad_norm_(params, max_norm)

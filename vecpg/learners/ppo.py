@@ -29,6 +29,67 @@ def approx_kl(log_ratio: torch.Tensor) -> torch.Tensor:
     return (log_ratio.exp() - 1.0 - log_ratio).mean(dim=-1)
 
 
+def clipped_surrogate_loss(
+    log_ratio: torch.Tensor, advantages: torch.Tensor, clip_coef: float, *, gradient: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """PPO's policy loss ``mean_b max(-A_b r_b, -A_b clip(r_b, 1-ε, 1+ε))``, ``r = exp(log_ratio)``.
+
+    Args:
+        log_ratio: ``[B]`` log(π_new(a|s) / π_old(a|s)).
+        advantages: ``[B]``.
+        clip_coef: ε.
+        gradient: also return d loss / d log_ratio ``[B]`` (for vecpg/backprop.py).
+
+    Returns:
+        ``(loss, gradient or None)``. The gradient is ``-A_b r_b / B`` where the unclipped
+        term is the larger one and 0 elsewhere: where they are equal, ``r`` is inside the
+        clip range and both terms have that slope; outside it the clipped term is flat.
+    """
+    ratio = log_ratio.exp()
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_coef, 1.0 + clip_coef)
+    loss = torch.max(unclipped, clipped).mean()
+    if not gradient:
+        return loss, None
+    return loss, torch.where(unclipped >= clipped, unclipped, 0.0).div_(log_ratio.shape[0])
+
+
+def value_loss(
+    values: torch.Tensor,
+    returns: torch.Tensor,
+    old_values: torch.Tensor,
+    clip_coef: float | None,
+    *,
+    gradient: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``0.5 · mean((V - R)²)``, or with ``clip_coef`` the larger of that error and the one of
+    ``V_old + clip(V - V_old, -ε, ε)`` per sample (PPO's value clipping).
+
+    Args:
+        values: ``[B]`` new values V; returns: ``[B]`` targets R; old_values: ``[B]`` V_old.
+        clip_coef: ε, or None for no clipping.
+        gradient: also return d loss / d values ``[B]`` (for vecpg/backprop.py).
+
+    Returns:
+        ``(loss, gradient or None)``: ``(V - R) / B`` where the unclipped error is the
+        larger (inside the clip range both are equal), else 0 (the clipped value is flat).
+    """
+    errors = values - returns
+    squared = errors.square()
+    if clip_coef is not None:
+        clipped_values = old_values + (values - old_values).clamp(-clip_coef, clip_coef)
+        clipped_squared = (clipped_values - returns).square()
+        loss = 0.5 * torch.max(squared, clipped_squared).mean()
+        if not gradient:
+            return loss, None
+        errors = torch.where(squared >= clipped_squared, errors, 0.0)
+    else:
+        loss = 0.5 * squared.mean()
+        if not gradient:
+            return loss, None
+    return loss, errors.div_(values.shape[0])
+
+
 class PPO(Learner):
     """PPO-clip with optional value clipping, entropy bonus and target-KL early stop."""
 
@@ -60,6 +121,7 @@ class PPO(Learner):
             "grad_norm": [],
         }
         with_bonus = config.ent_coef != 0.0  # else the gradient steps skip the entropy
+        manual = self.backprop
         steps_done, stop = 0, False
         for _epoch in range(config.num_epochs):
             if whole_batch:  # one minibatch: its order does not change the mean, skip gathers
@@ -76,11 +138,21 @@ class PPO(Learner):
                 def take(tensor: Any, i: Any = indices) -> Any:
                     return tensor if i is None else tensor[i]
 
-                new_log_probs, entropy, new_values, _ = self.policy.evaluate(
-                    map_structure(take, observations), take(actions), entropy=with_bonus
-                )
+                minibatch_observations = map_structure(take, observations)
+                if manual is not None:  # vecpg/backprop.py: the same gradients, without autograd
+                    forward = manual.forward(
+                        minibatch_observations, take(actions), entropy=with_bonus
+                    )
+                    new_log_probs, entropy, new_values = (
+                        forward.log_probs,
+                        forward.entropies,
+                        forward.values,
+                    )
+                else:
+                    new_log_probs, entropy, new_values, _ = self.policy.evaluate(
+                        minibatch_observations, take(actions), entropy=with_bonus
+                    )
                 log_ratio = new_log_probs - take(old_log_probs)
-                ratio = log_ratio.exp()
                 if config.target_kl is not None:
                     kl = float(approx_kl(log_ratio.detach()))
                     if kl > config.target_kl:
@@ -90,31 +162,34 @@ class PPO(Learner):
                 minibatch_advantages = take(advantages)
                 if config.normalize_advantages and not whole_batch:
                     minibatch_advantages = normalize_advantages(minibatch_advantages)
-                unclipped = -minibatch_advantages * ratio
-                clipped = -minibatch_advantages * ratio.clamp(
-                    1.0 - config.clip_coef, 1.0 + config.clip_coef
+                policy_loss, grad_log_probs = clipped_surrogate_loss(
+                    log_ratio, minibatch_advantages, config.clip_coef, gradient=manual is not None
                 )
-                policy_loss = torch.max(unclipped, clipped).mean()
-
-                minibatch_returns = take(returns)
-                value_error = (new_values - minibatch_returns).square()
-                if config.clip_value_loss:
-                    minibatch_old_values = take(old_values)
-                    clipped_values = minibatch_old_values + (
-                        new_values - minibatch_old_values
-                    ).clamp(-config.clip_coef, config.clip_coef)
-                    clipped_error = (clipped_values - minibatch_returns).square()
-                    value_error = torch.max(value_error, clipped_error)
-                value_loss = 0.5 * value_error.mean()
-
-                loss = policy_loss + config.vf_coef * value_loss
-                if entropy is not None:  # only with an entropy bonus
-                    loss = loss - config.ent_coef * entropy.mean()
-                grad_norm = self.gradient_step(loss)
+                value_clip = config.clip_coef if config.clip_value_loss else None
+                value_term, grad_values = value_loss(
+                    new_values,
+                    take(returns),
+                    take(old_values),
+                    value_clip,
+                    gradient=manual is not None,
+                )
+                if manual is not None:
+                    assert grad_log_probs is not None and grad_values is not None
+                    grad_norm = self.manual_gradient_step(
+                        forward,
+                        grad_log_probs,
+                        grad_values.mul_(config.vf_coef),
+                        -config.ent_coef / new_log_probs.shape[0] if with_bonus else 0.0,
+                    )
+                else:
+                    loss = policy_loss + config.vf_coef * value_term
+                    if entropy is not None:  # only with an entropy bonus
+                        loss = loss - config.ent_coef * entropy.mean()
+                    grad_norm = self.gradient_step(loss)
                 steps_done += 1
 
                 history["policy_loss"].append(policy_loss.detach())
-                history["value_loss"].append(value_loss.detach())
+                history["value_loss"].append(value_term.detach())
                 history["log_ratio"].append(log_ratio.detach())
                 history["grad_norm"].append(grad_norm)
             if stop:
