@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from vecpg.distributions import Distribution
 from vecpg.networks import linear_backward
@@ -132,15 +133,18 @@ class ManualBackprop:
         """The policy over ``[B, ...]`` observations: the same values as
         :meth:`ActorCritic.evaluate`, no graph, activations kept for :meth:`backward`."""
         policy = self.policy
-        actor_outputs = policy.actor_body.forward_saving(policy.actor_encoder(observations))
-        distribution = policy.action_head(actor_outputs[-1])
+        actor_outputs = policy.actor_body.forward_saving(policy.actor_encoder.forward(observations))
+        distribution = policy.action_head.forward(actor_outputs[-1])
         critic_outputs = None
         if policy.critic_body is not None and policy.critic_encoder is not None:
-            critic_outputs = policy.critic_body.forward_saving(policy.critic_encoder(observations))
+            critic_outputs = policy.critic_body.forward_saving(
+                policy.critic_encoder.forward(observations)
+            )
             critic_features = critic_outputs[-1]
         else:
             critic_features = actor_outputs[-1]
-        values = policy.value_head(critic_features).squeeze(-1)
+        value_head = policy.value_head
+        values = F.linear(critic_features, value_head.weight, value_head.bias).squeeze(-1)
         return PolicyForward(
             log_probs=distribution.log_prob(actions),
             values=values,

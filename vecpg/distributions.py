@@ -454,6 +454,10 @@ class ActionHead(nn.Module):
     def forward(self, features: torch.Tensor) -> Distribution:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _outputs(self, features: torch.Tensor) -> torch.Tensor:
+        # F.linear, not self.linear(...): a Module call costs as much as a small matmul.
+        return F.linear(features, self.linear.weight, self.linear.bias)
+
     has_backward = False
     """Whether :meth:`backward` is implemented (hand-written backprop, vecpg/backprop.py)."""
 
@@ -485,7 +489,7 @@ class CategoricalHead(ActionHead):
         self.start = int(action_space.start)
 
     def forward(self, features: torch.Tensor) -> Categorical:
-        return Categorical(self.linear(features), self.start)
+        return Categorical(self._outputs(features), self.start)
 
     has_backward = True
 
@@ -519,7 +523,7 @@ class MultiCategoricalHead(ActionHead):
         self.register_buffer("padded_positions", positions, persistent=False)
 
     def forward(self, features: torch.Tensor) -> MultiCategorical:
-        logits = self.linear(features)
+        logits = self._outputs(features)
         batch = logits.shape[0]
         if self.padded_positions is not None:
             padded = logits.new_full((batch, self.dimensions * self.max_size), -math.inf)
@@ -550,7 +554,7 @@ class BernoulliHead(ActionHead):
             self.start = 0
 
     def forward(self, features: torch.Tensor) -> Bernoulli:
-        return Bernoulli(self.linear(features), self.action_shape, self.start)
+        return Bernoulli(self._outputs(features), self.action_shape, self.start)
 
 
 class GaussianHead(ActionHead):
@@ -595,7 +599,7 @@ class GaussianHead(ActionHead):
         self._low, self._high = low, high
 
     def forward(self, features: torch.Tensor) -> DiagGaussian:
-        mean = self.linear(features)
+        mean = self._outputs(features)
         # The one place log_std is bounded: every distribution built here, for sampling
         # and for the loss alike, sees the same clamped value.
         log_std = self.log_std.clamp(*self.log_std_bounds).expand_as(mean)

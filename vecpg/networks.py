@@ -398,4 +398,4 @@ class ObservationEncoder(nn.Module):
 
     def forward(self, observations) -> torch.Tensor:
         """Observations (a tensor, or a dict/tuple of them) ``[B, ...]`` -> ``[B, out_features]``."""
-        return self.encoder(observations)
+        return self.encoder.forward(observations)  # no Module-call overhead (see MLP)
