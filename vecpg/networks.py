@@ -78,9 +78,18 @@ def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2.0)) -> None:
 
 # dL/dx from dL/dy (overwritten) and the activation's output y = f(x), for MLP.backward:
 # tanh' = 1 - y², relu' = [y > 0]. Written from y so the forward pass keeps one tensor.
+# Named functions, not lambdas: policies are pickled (Ray samplers, checkpoints).
+def _tanh_backward(grad: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    return grad.addcmul_(grad * outputs, outputs, value=-1.0)
+
+
+def _relu_backward(grad: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    return grad.mul_(outputs > 0)
+
+
 _ACTIVATION_BACKWARDS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "tanh": lambda grad, outputs: grad.addcmul_(grad * outputs, outputs, value=-1.0),
-    "relu": lambda grad, outputs: grad.mul_(outputs > 0),
+    "tanh": _tanh_backward,
+    "relu": _relu_backward,
 }
 
 GradientOf = Callable[[torch.Tensor], torch.Tensor]
