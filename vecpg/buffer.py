@@ -72,8 +72,8 @@ def allocate(space: gym.Space, leading: tuple[int, ...], device: torch.device) -
 
 
 _ALL = slice(None)
-# The [T, N, ...] fields written once per step (observations have their own path).
-_STEP_FIELDS = (
+#: The ``[T, N, ...]`` fields written once per step, besides the observations.
+STEP_FIELDS = (
     "actions",
     "log_probs",
     "values",
@@ -198,7 +198,7 @@ class RolloutBuffer:
         # assignment several (32 steps x 7 fields per rollout add up for small envs).
         self._host_views: dict[str, np.ndarray] | None = None
         if self.device.type == "cpu":
-            self._host_views = {name: getattr(self, name).numpy() for name in _STEP_FIELDS}
+            self._host_views = {name: getattr(self, name).numpy() for name in STEP_FIELDS}
 
     def store_observations(self, step: int, observations: Any, rows: slice = _ALL) -> Any:
         """Copy a numpy batch [n, ...] (or dict/tuple) into slot ``step``, env ``rows``

@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from vecpg.buffer import RolloutBuffer, map_structure
+from vecpg.buffer import STEP_FIELDS, RolloutBuffer, map_structure
 from vecpg.config import TrainConfig
 from vecpg.errors import ConfigError, VecpgError, WorkerError
 from vecpg.normalization import ObservationNormalizer, RewardScaler
@@ -79,16 +79,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Per-step ``[T, n]`` buffer fields an actor returns besides the observations.
-SEGMENT_FIELDS = (
-    "actions",
-    "log_probs",
-    "values",
-    "rewards",
-    "terminations",
-    "truncations",
-    "final_values",
-    "next_values",
-)
+SEGMENT_FIELDS = (*STEP_FIELDS, "next_values")
 PLACEMENT_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 10.0
 RESTART_TIMEOUT_S = 120.0
