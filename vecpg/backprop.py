@@ -111,7 +111,7 @@ class ManualBackprop:
         """
         if cls.unsupported_reason(policy) is not None:
             return None
-        buffer = getattr(optimizer, "gradient_buffer", lambda: None)()
+        buffer = optimizer.gradient_buffer()
         if buffer is None:
             return None
         gradient, views = buffer

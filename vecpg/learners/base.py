@@ -136,9 +136,7 @@ class Learner:
         self.progress = 0.0
         # Gradient steps without autograd where the policy allows (see vecpg/backprop.py).
         self.backprop = (
-            ManualBackprop.for_policy(policy, self.optimizer)
-            if getattr(config, "manual_backprop", True)
-            else None
+            ManualBackprop.for_policy(policy, self.optimizer) if config.manual_backprop else None
         )
 
     def set_progress(self, fraction: float) -> None:
