@@ -25,6 +25,9 @@ in every autoreset mode (tested). vecpg extensions beyond the Gymnasium API:
 * EnvPool-style async stepping: ``send(actions, env_ids)`` / ``recv()``.
 
 Views (``copy=False`` and the extension attributes) are valid until the next step or reset.
+With ``copy=True`` (the default) a large observation batch is not copied out of shared
+memory either: workers write each step into a spare batch the caller no longer holds, and
+the caller gets that batch (see :mod:`vecpg.observation_slots`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
+from vecpg import observation_slots
 from vecpg.action_checks import check_actions
 from vecpg.worker_defaults import choose_layout, measure_step_seconds, usable_cores
 from vecpg.worker_pool import WorkerPool
@@ -104,8 +108,10 @@ class SubprocVectorEnv(VectorEnv):
             then share the parent's fate (no crash isolation). None (default) enables it
             only when ``num_workers`` is also None, the envs are cheap (see
             :func:`~vecpg.worker_defaults.choose_layout`), and ``batch_size`` is all envs.
-        copy: return copies of the observations (True, as Gymnasium) or views into shared
-            memory that stay valid until the next step/reset (False; zero-copy).
+        copy: return observation batches that no later step changes (True, as Gymnasium;
+            batches of 64 KiB or more come from spare shared-memory batches instead of
+            copies, three of them) or views into shared memory that stay valid until the
+            next step/reset (False; zero-copy, no spare batches).
         context: multiprocessing start method, ``"forkserver"`` (default), ``"spawn"`` or
             ``"fork"``.
         autoreset_mode: Gymnasium's ``AutoresetMode`` (or its string value).
@@ -252,16 +258,29 @@ class SubprocVectorEnv(VectorEnv):
         fields = [
             Field(name, ArraySpec((), np.dtype(dtype)), (n,)) for name, dtype in scalar.items()
         ]
+        hand_out = False
         if observation_spec is not None:
             fields.append(Field("observations", observation_spec, (n,)))
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
                 fields.append(Field("final_observations", observation_spec, (n,)))
+            batch_bytes = Layout([Field("batch", observation_spec, (n,))]).nbytes
+            hand_out = self.copy and batch_bytes >= observation_slots.MIN_BATCH_BYTES
+            if hand_out:
+                slots_shape = (observation_slots.NUM_SLOTS, n)
+                fields.append(Field("observation_slots", observation_spec, slots_shape))
+                fields.append(Field("observation_slot", ArraySpec((), np.dtype(np.int64)), (1,)))
         if action_spec is not None:
             fields.append(Field("actions", action_spec, (n,)))
         self._fields = fields
         layout = Layout(fields)
         self._shared_buffer = multiprocessing.RawArray(ctypes.c_char, layout.nbytes)
         self._arrays = layout.views(self._shared_buffer)
+        self._slots = (
+            observation_slots.ObservationSlots(self._arrays["observation_slots"])
+            if hand_out
+            else None
+        )
+        self._target_slot = -1  # where the workers write observations (see _target_observations)
         self._observations_shared = observation_spec is not None
         self._actions_shared = action_spec is not None
         if not self._observations_shared:
@@ -382,10 +401,13 @@ class SubprocVectorEnv(VectorEnv):
         for name in ("terminations", "truncations", "episode_ended", "has_final"):
             self._arrays[name][rows] = False
         self._needs_reset[rows] = False
+        self._target_observations(hand_out=True)
         workers = []
         for w, (start, stop) in enumerate(self._worker_ranges):
             local_mask = None if mask is None else mask[start:stop].tolist()
-            if local_mask is not None and not any(local_mask):
+            # With hand-out slots the target batch may not hold this worker's current
+            # observations, so every worker writes its rows (the others reset nothing).
+            if local_mask is not None and not any(local_mask) and self._slots is None:
                 continue
             message = protocol.frame(
                 protocol.RESET, cloudpickle.dumps((seeds[start:stop], options, local_mask))
@@ -448,6 +470,7 @@ class SubprocVectorEnv(VectorEnv):
                 "with reset(options={'reset_mask': mask}) before stepping"
             )
         self._arrays["step_mask"][:] = True
+        self._target_observations(hand_out=True)
         if self._actions_shared:
             self._write_actions(actions, slice(None))
             for w in range(self._num_shares):
@@ -515,6 +538,7 @@ class SubprocVectorEnv(VectorEnv):
                 "autoreset_mode is DISABLED: reset them before stepping"
             )
         self._ready = deque(i for i in self._ready if i not in set(ids.tolist()))
+        self._target_observations(hand_out=False)
         if self._actions_shared:
             self._write_actions(actions, ids)
             pickled_actions = None
@@ -565,6 +589,7 @@ class SubprocVectorEnv(VectorEnv):
             self._arrays[name][:] = 0
         self._needs_reset[:] = False
         self._ready.clear()
+        self._target_observations(hand_out=False)
         for w, (start, stop) in enumerate(self._worker_ranges):
             self._send(
                 w,
@@ -648,8 +673,26 @@ class SubprocVectorEnv(VectorEnv):
         if self._actions_shared:
             assign_rows(self._arrays["actions"], rows, actions)
 
+    def _target_observations(self, hand_out: bool) -> None:
+        """Choose where the workers write the observations of the next command.
+
+        A free hand-out slot for a step or reset of every env with ``copy=True`` (so the
+        caller gets the batch without a copy), else the vector env's own batch (slot -1):
+        async steps, ``copy=False``, small batches, or when the caller holds every slot.
+        """
+        slot = -1
+        if hand_out and self._slots is not None:
+            free = self._slots.free_slot()
+            slot = -1 if free is None else free
+        if self._slots is not None:
+            self._arrays["observation_slot"][0] = slot
+        self._target_slot = slot
+
     def _current_observations(self) -> Any:
         if self._observations_shared:
+            if self._target_slot >= 0:
+                assert self._slots is not None
+                return self._slots.hand_out(self._target_slot)
             observations = self._arrays["observations"]
             return copy_tree(observations) if self.copy else observations
         # Pickled observations (spaces with no shared layout) are batched as Gymnasium does,

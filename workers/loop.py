@@ -29,7 +29,7 @@ import numpy as np
 
 from workers import protocol
 from workers.protocol import Failure, InfoEntry, Reply, WorkerSpec
-from workers.shared_layout import Layout, read_row, write_row
+from workers.shared_layout import Layout, read_row, split_first_axis, write_row
 
 _PARENT_CHECK_MS = 1000
 _DONE = protocol.frame(protocol.DONE)
@@ -47,7 +47,19 @@ class EnvRunner:
         self.envs: list[Any] = []
         self.start = self.stop = spec.env_start
         self.arrays = arrays
-        self.observations = arrays.get("observations")
+        # Where observations go: the vector env's own batch (slot -1), or one of the spare
+        # batches it hands out to its caller (slots 0..K-1, see vecpg.observation_slots).
+        # The parent names the slot in `observation_slot` before each step or reset.
+        self.observation_targets: dict[int, Any] = {-1: arrays.get("observations")}
+        if "observation_slots" in arrays:
+            self.observation_targets.update(
+                enumerate(split_first_axis(arrays["observation_slots"]))
+            )
+        self.observation_slot = arrays.get("observation_slot")
+        self.observations = self.observation_targets[-1]
+        # The last observation of each env, to rewrite the rows of envs a partial reset
+        # leaves alone (into a slot that may hold another step's batch).
+        self.last_observations: list[Any] = []
         self.final_observations = arrays.get("final_observations")
         self.actions = arrays.get("actions")
         self.rewards = arrays["rewards"]
@@ -62,10 +74,8 @@ class EnvRunner:
         self.needs_reset: list[bool] = []
         self.running_returns: list[float] = []
         self.running_lengths: list[int] = []
-        # A single-array observation space is written directly, skipping the tree walk.
-        self.observation_array = (
-            self.observations if isinstance(self.observations, np.ndarray) else None
-        )
+        self.observation_array: np.ndarray | None = None
+        self._select_observation_target()
         self.same_step = spec.autoreset_mode == "SameStep"
         self.next_step = spec.autoreset_mode == "NextStep"
         self.full_infos = spec.info_mode == "full"
@@ -85,13 +95,24 @@ class EnvRunner:
         self.envs.append(env)
         self.stop += 1
         self.needs_reset.append(False)
+        self.last_observations.append(None)
         self.running_returns.append(0.0)
         self.running_lengths.append(0)
         self.current_env = None
 
+    def _select_observation_target(self) -> None:
+        """Point ``observations`` at the batch the parent chose for this command."""
+        slot = -1 if self.observation_slot is None else int(self.observation_slot[0])
+        self.observations = self.observation_targets[slot]
+        # A single-array observation space is written directly, skipping the tree walk.
+        self.observation_array = (
+            self.observations if isinstance(self.observations, np.ndarray) else None
+        )
+
     def _store_observation(self, index: int, observation: Any, reply: Reply) -> None:
         if self.observations is not None:
             write_row(self.observations, index, observation)
+            self.last_observations[index - self.start] = observation
         else:
             reply.observations[index] = observation
 
@@ -102,6 +123,8 @@ class EnvRunner:
         no per-env function calls beyond the env's own step.
         """
         reply = Reply()
+        if self.observation_slot is not None:
+            self._select_observation_target()
         start, stop = self.start, self.stop
         step_mask = self.step_mask
         every_env = bool(step_mask[start:stop].all())
@@ -111,6 +134,7 @@ class EnvRunner:
         observation_array = self.observation_array
         rewards, terminations, truncations = self.rewards, self.terminations, self.truncations
         episode_ended, needs_reset = self.episode_ended, self.needs_reset
+        last_observations = self.last_observations
         running_returns, running_lengths = self.running_returns, self.running_lengths
         next_step, same_step, full_infos = self.next_step, self.same_step, self.full_infos
         for local, env in enumerate(self.envs):
@@ -151,6 +175,7 @@ class EnvRunner:
                     needs_reset[local] = False
                     if observation_array is not None:
                         observation_array[index] = observation
+                        last_observations[local] = observation
                     else:
                         self._store_observation(index, observation, reply)
                     continue
@@ -158,6 +183,7 @@ class EnvRunner:
                 reply.infos.append(InfoEntry(index, info))
             if observation_array is not None:
                 observation_array[index] = observation
+                last_observations[local] = observation
             else:
                 self._store_observation(index, observation, reply)
         self.current_env = None
@@ -181,10 +207,14 @@ class EnvRunner:
 
     def reset(self, seeds: list[Any], options: Any, mask: list[bool] | None) -> Reply:
         reply = Reply()
+        self._select_observation_target()
         for local, env in enumerate(self.envs):
-            if mask is not None and not mask[local]:
-                continue
             index = self.start + local
+            if mask is not None and not mask[local]:
+                last = self.last_observations[local]
+                if self.observations is not None and last is not None:
+                    write_row(self.observations, index, last)  # the target may be another batch
+                continue
             self.current_env = index
             observation, info = env.reset(seed=seeds[local], options=options)
             self._store_observation(index, observation, reply)

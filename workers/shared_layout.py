@@ -114,6 +114,12 @@ def leaves(tree: Any) -> list[Any]:
     return [tree]
 
 
+def split_first_axis(arrays: Any) -> list[Any]:
+    """A tree of ``[K, ...]`` arrays as ``K`` trees of views ``[...]``, one per leading row."""
+    count = len(leaves(arrays)[0])
+    return [map_tree(lambda array, k=k: array[k], arrays) for k in range(count)]
+
+
 def write_row(arrays: Any, index: int, value: Any) -> None:
     """Write one env's ``value`` into row ``index`` of a tree of ``[N, ...]`` arrays."""
     if isinstance(arrays, dict):
