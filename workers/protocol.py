@@ -50,7 +50,10 @@ def frame(tag: bytes, payload: bytes = b"") -> bytes:
 
 def write_message(fd: int, message: bytes) -> None:
     """Write a whole framed message (blocking; loops over partial writes of large payloads)."""
-    view = memoryview(message)
+    written = os.write(fd, message)  # all of it, for any message that fits the pipe
+    if written == len(message):
+        return
+    view = memoryview(message)[written:]
     while view:
         view = view[os.write(fd, view) :]
 
