@@ -4,7 +4,9 @@
 per-step field lives in one shared buffer laid out by :mod:`workers.shared_layout`:
 observations ``[N, ...]``, actions ``[N, ...]``, rewards ``[N]`` (float64), terminations and
 truncations ``[N]`` (bool), final observations ``[N, ...]`` with a has-final flag (SAME_STEP
-autoreset), episode statistics ``[N]`` and a step mask ``[N]`` for partial (async) steps.
+autoreset), episode statistics ``[N]``, a step mask ``[N]`` for partial (async) steps and,
+for large observations with ``copy=True``, ``K`` spare observation batches ``[K, N, ...]``
+with the index of the one the next step writes into.
 The pipes carry one short message per worker per command; see :mod:`vecpg.worker_pool` for
 the signalling design and its measured cost.
 
