@@ -120,7 +120,9 @@ class EnvRunner:
         """Step every env with its step_mask row set. Returns None when nothing to report.
 
         This is the hot loop of the whole layer: locals instead of attribute lookups, and
-        no per-env function calls beyond the env's own step.
+        no per-env function calls beyond the env's own step. Rewards and flags are gathered
+        in lists and written once per step: per-env writes into ``[N]`` arrays would also
+        bounce their cache lines between this worker and the one stepping the next rows.
         """
         reply = Reply()
         if self.observation_slot is not None:
@@ -132,8 +134,12 @@ class EnvRunner:
         if pending_actions is None:
             actions = self.actions[start:stop] if isinstance(self.actions, np.ndarray) else None
         observation_array = self.observation_array
-        rewards, terminations, truncations = self.rewards, self.terminations, self.truncations
-        episode_ended, needs_reset = self.episode_ended, self.needs_reset
+        rows: list[int] = []  # the envs stepped, and their results in the same order
+        rewards: list[float] = []
+        terminations: list[bool] = []
+        truncations: list[bool] = []
+        episode_ended: list[bool] = []
+        needs_reset = self.needs_reset
         last_observations = self.last_observations
         running_returns, running_lengths = self.running_returns, self.running_lengths
         next_step, same_step, full_infos = self.next_step, self.same_step, self.full_infos
@@ -156,10 +162,11 @@ class EnvRunner:
                 running_returns[local] += reward
                 running_lengths[local] += 1
             ended = bool(terminated or truncated)
-            rewards[index] = reward
-            terminations[index] = terminated
-            truncations[index] = truncated
-            episode_ended[index] = ended
+            rows.append(index)
+            rewards.append(reward)
+            terminations.append(terminated)
+            truncations.append(truncated)
+            episode_ended.append(ended)
             needs_reset[local] = ended
             if ended:
                 self.episode_returns[index] = running_returns[local]
@@ -167,7 +174,6 @@ class EnvRunner:
                 running_returns[local] = 0.0
                 running_lengths[local] = 0
             if same_step:
-                self.has_final[index] = ended
                 if ended:
                     observation, info = self._autoreset_same_step(
                         env, index, observation, info, reply
@@ -187,6 +193,14 @@ class EnvRunner:
             else:
                 self._store_observation(index, observation, reply)
         self.current_env = None
+        if rows:
+            where = slice(start, stop) if every_env else rows
+            self.rewards[where] = rewards
+            self.terminations[where] = terminations
+            self.truncations[where] = truncations
+            self.episode_ended[where] = episode_ended
+            if same_step:
+                self.has_final[where] = episode_ended
         if reply.infos or reply.observations:
             return reply
         return None
