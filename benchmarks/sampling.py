@@ -12,6 +12,7 @@ in the same run. See benchmarks/README.md for what the columns mean.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -144,7 +145,12 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _default_vs_best(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per (workload, num_envs): vecpg's defaults against the best vecpg configuration found."""
+    """Per (workload, num_envs): vecpg's defaults against the best other vecpg layout found.
+
+    Points whose settings resolve to the defaults' layout (e.g. ``wait="spin"`` where the
+    default wait spins anyway) measure the defaults again: their median is the defaults'
+    rate, and only different layouts compete with it.
+    """
     groups: dict[tuple, list[dict]] = {}
     for point in report["points"]:
         if point["kind"] == "vecpg" and point.get("steps_per_second"):
@@ -152,17 +158,28 @@ def _default_vs_best(report: dict[str, Any]) -> list[dict[str, Any]]:
     results = []
     for (workload, num_envs), points in groups.items():
         default = next((point for point in points if point["is_vecpg_default"]), None)
-        if default is None or len(points) < 2:
+        if default is None:
             continue
-        best = max(points, key=lambda point: point["steps_per_second"])
-        fraction = default["steps_per_second"] / best["steps_per_second"]
+        layout = default.get("resolved_layout")
+        same = [
+            point
+            for point in points
+            if point is default or (layout is not None and point.get("resolved_layout") == layout)
+        ]
+        others = [point for point in points if not any(point is twin for twin in same)]
+        if not others:
+            continue
+        rate = statistics.median(point["steps_per_second"] for point in same)
+        best = max(others, key=lambda point: point["steps_per_second"])
+        fraction = rate / best["steps_per_second"]
+        twins = f", median of {len(same)} points with this layout" if len(same) > 1 else ""
         results.append({
             "name": f"{workload} x{num_envs}, defaults within 10% of best vecpg configuration",
             "status": "PASS" if fraction >= 0.9 else "FAIL",
             "value": fraction,
-            "detail": f"defaults {default['steps_per_second']:,.0f} steps/s "
-            f"(workers={default.get('resolved_num_workers')}) = {fraction:.0%} of best "
-            f"{best['vectorizer']} {best['steps_per_second']:,.0f}",
+            "detail": f"defaults {rate:,.0f} steps/s (workers={default.get('resolved_num_workers')}"
+            f"{twins}) = {fraction:.0%} of best other {best['vectorizer']} "
+            f"{best['steps_per_second']:,.0f}",
         })  # fmt: skip
     return results
 

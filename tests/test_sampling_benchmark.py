@@ -171,14 +171,25 @@ def test_harness_does_not_import_torch():
 
 
 def _point(
-    workload, num_envs, vectorizer, rate, *, sync=None, asyn=None, workers=None, default=False
+    workload,
+    num_envs,
+    vectorizer,
+    rate,
+    *,
+    sync=None,
+    asyn=None,
+    workers=None,
+    default=False,
+    spin=1e-3,
 ):
+    resolved_workers = 2 if default else workers
     return {
         "workload": workload, "num_envs": num_envs, "vectorizer": vectorizer,
         "kind": "vecpg" if vectorizer.startswith("vecpg") else vectorizer,
         "num_workers": workers, "wait": None, "is_vecpg_default": default, "status": "ok",
         "steps_per_second": rate, "ratio_vs_sync": sync, "ratio_vs_async": asyn,
-        "resolved_num_workers": 2 if default else workers,
+        "resolved_num_workers": resolved_workers,
+        "resolved_layout": [resolved_workers, False, spin],
     }  # fmt: skip
 
 
@@ -208,6 +219,23 @@ def test_targets_pass_fail_and_skip():
     # defaults (100) vs best (120): 83% -> FAIL; image has a single configuration -> no line
     assert statuses["cartpole x32, defaults within 10% of best vecpg configuration"] == "FAIL"
     assert not any(name.startswith("image x16, defaults within") for name in statuses)
+
+
+def test_defaults_are_compared_with_other_layouts_only():
+    """A point that resolves to the defaults' layout measures the defaults again: pooled."""
+    script = load_script()
+    points = [
+        _point("image", 16, "vecpg(w=default,wait=default)", 100.0, default=True),
+        _point("image", 16, "vecpg(w=default,wait=spin)", 130.0, workers=2),  # same layout
+        _point("image", 16, "vecpg(w=2,wait=block)", 118.0, workers=2, spin=0.0),
+    ]
+    (result,) = script._default_vs_best({"points": points})
+    assert result["status"] == "PASS"  # median(100, 130) = 115 vs 118
+    assert result["value"] == pytest.approx(115.0 / 118.0)
+    points[2]["steps_per_second"] = 140.0
+    (result,) = script._default_vs_best({"points": points})
+    assert result["status"] == "FAIL" and result["value"] == pytest.approx(115.0 / 140.0)
+    assert script._default_vs_best({"points": points[:2]}) == []  # nothing else to compare
 
 
 def test_script_quick_defaults_keep_explicit_options():

@@ -166,7 +166,11 @@ class _Stepper:
             self.env = SubprocVectorEnv(env_fns, **options)
             self.env.reset(seed=seed)
             self.worker_pids = list(self.env.worker_pids)
-            self.resolved = {"num_workers": getattr(self.env, "num_workers", None)}
+            self.resolved = {
+                "num_workers": self.env.num_workers,
+                "parent_share": self.env.parent_share,
+                "spin_seconds": self.env.spin_seconds,
+            }
         elif kind in ("sync", "async"):
             vector_class = (
                 gymnasium.vector.SyncVectorEnv
@@ -454,6 +458,12 @@ def _run_group(
             point["construction_s"] = _median(run["construction_s"] for run in runs)
             if "num_workers" in runs[0]:
                 point["resolved_num_workers"] = runs[0]["num_workers"]
+                # What vecpg made of the settings: points that resolve alike are one layout.
+                point["resolved_layout"] = [
+                    runs[0]["num_workers"],
+                    runs[0]["parent_share"],
+                    runs[0]["spin_seconds"],
+                ]
         if point["status"] == "skipped":
             log(f"  {workload.name} x{num_envs} {point['vectorizer']}: skipped ({point['reason']})")
     return points

@@ -351,6 +351,11 @@ class SubprocVectorEnv(VectorEnv):
     # ------------------------------------------------------------------ public extensions
 
     @property
+    def spin_seconds(self) -> float:
+        """Seconds a waiting process polls (yielding its core) before it blocks, from ``wait``."""
+        return self._spin_seconds
+
+    @property
     def worker_pids(self) -> list[int]:
         """Process ids of the workers, in worker order."""
         return self._require_pool().pids
