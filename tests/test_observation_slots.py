@@ -16,7 +16,7 @@ import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from tests.test_vector import MODES, assert_tree_equal, cartpole
-from vecpg import SubprocVectorEnv
+from vecpg import SubprocVectorEnv, observation_slots
 from vecpg.envs import ImageEnv
 from vecpg.observation_slots import MIN_BATCH_BYTES, NUM_SLOTS, ObservationSlots
 
@@ -162,6 +162,13 @@ def test_a_held_batch_outlives_close():
     snapshot = observations.copy()
     envs.close()
     np.testing.assert_array_equal(observations, snapshot)
+
+
+def test_slots_only_for_batches_worth_them():
+    assert not observation_slots.worth_slots(observation_slots.MIN_BATCH_BYTES - 1)
+    assert observation_slots.worth_slots(NUM_ENVS * 84 * 84 * 4)
+    too_big = observation_slots.MAX_SLOTS_BYTES // NUM_SLOTS + 1
+    assert not observation_slots.worth_slots(too_big)
 
 
 def test_small_batches_and_copy_false_get_no_slots():

@@ -18,7 +18,8 @@ holds on to all ``K`` slots (e.g. it keeps every batch in a list), the step fall
 the copy; nothing changes for it.
 
 Only worth it for large batches: below :data:`MIN_BATCH_BYTES` the copy costs less than
-the bookkeeping, and the slots cost ``K`` extra batches of shared memory.
+the bookkeeping. The slots cost ``K`` extra batches of shared memory, so batches so large
+that they would take more than :data:`MAX_SLOTS_BYTES` are copied instead.
 """
 
 from __future__ import annotations
@@ -32,6 +33,12 @@ from workers.shared_layout import map_tree, split_first_axis
 
 NUM_SLOTS = 3  # a training loop holds one batch (or two) while it asks for the next
 MIN_BATCH_BYTES = 64 * 1024
+MAX_SLOTS_BYTES = 512 * 1024 * 1024
+
+
+def worth_slots(batch_bytes: int) -> bool:
+    """Whether a ``copy=True`` observation batch of ``batch_bytes`` should use slots."""
+    return MIN_BATCH_BYTES <= batch_bytes and NUM_SLOTS * batch_bytes <= MAX_SLOTS_BYTES
 
 
 class ObservationSlots:

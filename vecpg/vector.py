@@ -111,8 +111,8 @@ class SubprocVectorEnv(VectorEnv):
             only when ``num_workers`` is also None, the envs are cheap (see
             :func:`~vecpg.worker_defaults.choose_layout`), and ``batch_size`` is all envs.
         copy: return observation batches that no later step changes (True, as Gymnasium;
-            batches of 64 KiB or more come from spare shared-memory batches instead of
-            copies, three of them) or views into shared memory that stay valid until the
+            batches of 64 KiB to 170 MiB come from three spare shared-memory batches
+            instead of copies, see :mod:`vecpg.observation_slots`) or views into shared memory that stay valid until the
             next step/reset (False; zero-copy, no spare batches).
         context: multiprocessing start method, ``"forkserver"`` (default), ``"spawn"`` or
             ``"fork"``.
@@ -266,7 +266,7 @@ class SubprocVectorEnv(VectorEnv):
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
                 fields.append(Field("final_observations", observation_spec, (n,)))
             batch_bytes = Layout([Field("batch", observation_spec, (n,))]).nbytes
-            hand_out = self.copy and batch_bytes >= observation_slots.MIN_BATCH_BYTES
+            hand_out = self.copy and observation_slots.worth_slots(batch_bytes)
             if hand_out:
                 slots_shape = (observation_slots.NUM_SLOTS, n)
                 fields.append(Field("observation_slots", observation_spec, slots_shape))
