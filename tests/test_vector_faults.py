@@ -148,7 +148,8 @@ def test_bad_discrete_actions_raise_before_anything_is_sent(actions, message):
 
 
 @pytest.mark.parametrize(
-    "dtype", [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.int64, np.uint64]
+    "dtype",
+    [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.int64, np.uint64, ">i8", ">u2"],
 )
 def test_discrete_range_check_is_exact_at_every_boundary_of_every_integer_type(dtype):
     """The one-reduction range check (unsigned wrap-around) against the obvious rule."""

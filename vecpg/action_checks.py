@@ -111,7 +111,7 @@ def _all_in_range(array: np.ndarray, start: int, n: int) -> bool:
     if bounds is None:
         info = np.iinfo(array.dtype)
         bounds = _BOUNDS[array.dtype] = (int(info.min), int(info.max))
-    if bounds[0] <= start and start + n - 1 <= bounds[1]:
+    if array.dtype.isnative and bounds[0] <= start and start + n - 1 <= bounds[1]:
         shifted = array - np.asarray(start, array.dtype) if start else array
         return int(shifted.view(_UNSIGNED[array.dtype.itemsize]).max()) < n
     return bool(array.min() >= start and array.max() < start + n)
