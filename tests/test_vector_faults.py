@@ -60,6 +60,22 @@ def test_env_exception_is_raised_in_parent_with_env_index_and_traceback(fail_on)
     envs.close()  # idempotent after the automatic close
 
 
+class VectorRewardEnv(FailingEnv):
+    """Returns a reward of shape (2,): no scalar, which only the vector env's write catches."""
+
+    def step(self, action):
+        observation, _, terminated, truncated, info = super().step(action)
+        return observation, np.ones(2), terminated, truncated, info
+
+
+def test_a_reward_that_is_no_scalar_names_the_env():
+    with SubprocVectorEnv([FailingEnv] * 2 + [VectorRewardEnv], num_workers=1) as envs:
+        envs.reset(seed=0)
+        with pytest.raises(WorkerError) as caught:
+            envs.step(np.zeros(3, dtype=np.int64))
+    assert caught.value.env_index == 2 and "step" in str(caught.value)
+
+
 def test_envs_with_different_spaces_are_refused_naming_the_env():
     with pytest.raises(WorkerError, match="env 1 .* observation space Box.*differs from env 0"):
         SubprocVectorEnv([cartpole, FailingEnv], num_workers=1)

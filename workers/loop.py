@@ -195,9 +195,16 @@ class EnvRunner:
         self.current_env = None
         if rows:
             where = slice(start, stop) if every_env else rows
-            self.rewards[where] = rewards
-            self.terminations[where] = terminations
-            self.truncations[where] = truncations
+            try:
+                self.rewards[where] = rewards
+                self.terminations[where] = terminations
+                self.truncations[where] = truncations
+            except (TypeError, ValueError):
+                # A reward or flag that is no scalar: redo it env by env to name the env.
+                for index, *results in zip(rows, rewards, terminations, truncations, strict=True):
+                    self.current_env = index
+                    self.rewards[index], self.terminations[index], self.truncations[index] = results
+                raise
             self.episode_ended[where] = episode_ended
             if same_step:
                 self.has_final[where] = episode_ended
