@@ -50,6 +50,8 @@ def test_hand_outs_are_over_the_shared_arrays_and_all_slots_can_be_held():
     first = slots.hand_out(0)
     second = slots.hand_out(slots.free_slot())
     assert slots.free_slot() is None
+    with pytest.raises(ValueError, match="still held"):
+        slots.hand_out(0)
     assert np.shares_memory(first, shared[0]) and np.shares_memory(second, shared[1])
     np.testing.assert_array_equal(second, shared[1])
     assert first.shape == (3, 5) and first.dtype == np.float32 and not first.flags.owndata

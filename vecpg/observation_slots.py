@@ -63,19 +63,20 @@ class ObservationSlots:
         # Weak references to the roots of each slot's last hand-out.
         self._roots: list[list[weakref.ref]] = [[] for _ in range(self.num_slots)]
 
-    def tree(self, slot: int) -> Any:
-        """The shared arrays ``[N, ...]`` of ``slot`` (what workers write into)."""
-        return self._trees[slot]
-
     def free_slot(self) -> int | None:
         """A slot no handed-out array can see, or None if the caller holds all of them."""
-        for slot, roots in enumerate(self._roots):
-            if all(root() is None for root in roots):
+        for slot in range(self.num_slots):
+            if self._is_free(slot):
                 return slot
         return None
 
+    def _is_free(self, slot: int) -> bool:
+        return all(root() is None for root in self._roots[slot])
+
     def hand_out(self, slot: int) -> Any:
         """Arrays over ``slot`` for the caller; the slot stays in use while any of them lives."""
+        if not self._is_free(slot):
+            raise ValueError(f"slot {slot} is still held by arrays handed out before")
         roots: list[weakref.ref] = []
 
         def wrap(array: np.ndarray) -> np.ndarray:
