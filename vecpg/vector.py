@@ -112,8 +112,9 @@ class SubprocVectorEnv(VectorEnv):
             :func:`~vecpg.worker_defaults.choose_layout`), and ``batch_size`` is all envs.
         copy: return observation batches that no later step changes (True, as Gymnasium;
             batches of 64 KiB to 170 MiB come from three spare shared-memory batches
-            instead of copies, see :mod:`vecpg.observation_slots`) or views into shared memory that stay valid until the
-            next step/reset (False; zero-copy, no spare batches).
+            instead of copies, see :mod:`vecpg.observation_slots`) or views into shared
+            memory that stay valid until the next step/reset (False; zero-copy, no spare
+            batches).
         context: multiprocessing start method, ``"forkserver"`` (default), ``"spawn"`` or
             ``"fork"``.
         autoreset_mode: Gymnasium's ``AutoresetMode`` (or its string value).
