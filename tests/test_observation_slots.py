@@ -35,6 +35,9 @@ def test_a_slot_stays_in_use_while_any_view_of_a_hand_out_lives():
     slots = ObservationSlots(shared)
     batch = slots.hand_out(slots.free_slot())
     assert slots.free_slot() == 1
+    assert np.shares_memory(batch["image"], shared["image"][0])
+    assert np.shares_memory(batch["vector"][0], shared["vector"][0][0])
+    assert batch["image"].shape == (3, 4, 4) and batch["vector"][0].shape == (3, 2)
     row, tensor = batch["image"][1, ::2], torch.from_numpy(batch["vector"][0])
     del batch
     assert slots.free_slot() == 1, "the views still see slot 0"

@@ -90,6 +90,28 @@ def test_step_async_and_step_wait_equal_step():
                 np.testing.assert_array_equal(a, b)
 
 
+def test_a_sync_step_after_a_partial_send_steps_every_env():
+    # send() to envs 1 and 2 leaves each worker's step mask half set; the sync steps after
+    # it must step all four envs again.
+    seed = 3
+    sent = {i: [] for i in range(4)}
+    with SubprocVectorEnv([short_cartpole] * 4, num_workers=2, batch_size=2) as envs:
+        envs.reset(seed=seed)
+        for round_ in range(3):
+            envs.send(np.array([1, 0]), [1, 2])
+            sent[1].append(1)
+            sent[2].append(0)
+            assert sorted(envs.recv().env_ids.tolist()) == [1, 2]
+            for t in range(2):
+                actions = np.array([(round_ + t) % 2, 0, 1, 1])
+                observations = envs.step(actions)[0]
+                for i in range(4):
+                    sent[i].append(int(actions[i]))
+    for i in range(4):
+        expected, _, _ = replay_single_env(seed + i, sent[i])
+        np.testing.assert_array_equal(observations[i], expected[-1])
+
+
 def test_async_with_pickled_observations_and_full_infos():
     with SubprocVectorEnv([TextEnv] * 4, num_workers=2, batch_size=2) as envs:
         envs.async_reset(seed=0)

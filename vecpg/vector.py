@@ -240,6 +240,7 @@ class SubprocVectorEnv(VectorEnv):
         self._dispatched: dict[int, np.ndarray] = {}  # busy worker -> env ids it is stepping
         self._pending_actions: dict[int, Any] = {}  # env -> action, for pickled action spaces
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
+        self._step_mask_full = False  # whether every step_mask row is set (sync steps)
         self._sync_call_pending = False
 
     # ------------------------------------------------------------------ construction
@@ -477,7 +478,9 @@ class SubprocVectorEnv(VectorEnv):
                 f"envs {ended} ended their episode and autoreset_mode is DISABLED: reset them "
                 "with reset(options={'reset_mask': mask}) before stepping"
             )
-        self._arrays["step_mask"][:] = True
+        if not self._step_mask_full:  # async steps leave a partial mask behind
+            self._arrays["step_mask"][:] = True
+            self._step_mask_full = True
         self._target_observations(hand_out=True)
         if self._actions_shared:
             self._write_actions(actions, slice(None))
@@ -614,8 +617,8 @@ class SubprocVectorEnv(VectorEnv):
         queued = self._queued[start:stop]
         if not queued.any():
             return
-        step_mask = self._arrays["step_mask"]
-        step_mask[start:stop] = queued
+        self._arrays["step_mask"][start:stop] = queued
+        self._step_mask_full = False
         ids = np.flatnonzero(queued) + start
         actions = None
         if not self._actions_shared:

@@ -178,6 +178,10 @@ class WorkerPool:
         """
         pending = set(workers)
         replies: dict[int, Any] = {}
+        local = len(self.processes)
+        if local in pending and self.local is not None and self.local.answer is not None:
+            replies[local] = self.receive(local)  # answered synchronously: no need to poll
+            pending.discard(local)
         limit = self.timeout if timeout is None else timeout
         while pending:
             for worker in self.wait_any(
