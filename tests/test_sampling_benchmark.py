@@ -3,12 +3,16 @@ target checks of benchmarks/sampling.py. Tiny runs only; no wall-clock assertion
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
+import multiprocessing
 import pathlib
+import statistics
 import subprocess
 import sys
 
+import gymnasium
 import pytest
 
 from vecpg import sampling_benchmark
@@ -123,6 +127,52 @@ def test_worker_memory_and_cold_start_checks():
     assert cold["status"] == "ok" and cold["seconds"] > 0
 
 
+def _bare_processes_left():
+    return [child for child in multiprocessing.active_children() if "bench-bare" in child.name]
+
+
+def test_parallel_capacity_reports_a_speedup_and_reaps_its_processes():
+    workload = sampling_benchmark.make_workload("cartpole")
+    capacity = sampling_benchmark.parallel_capacity(
+        workload, processes=2, seconds=0.0, min_steps=50, repeats=3, seed=0
+    )
+    one, together = capacity["one_process_runs"], capacity["all_processes_runs"]
+    assert capacity["processes"] == 2 and len(one) == len(together) == 3
+    assert all(rate > 0 for rate in one + together)
+    assert capacity["speedup"] == pytest.approx(
+        statistics.median(together) / statistics.median(one)
+    )
+    assert not _bare_processes_left()
+
+
+def test_parallel_capacity_reports_a_failing_env_and_reaps_its_processes():
+    broken = sampling_benchmark.Workload(
+        "broken", "an env id that does not exist", functools.partial(gymnasium.make, "NoSuchEnv-v0")
+    )
+    with pytest.raises(RuntimeError, match="bench-bare-0 failed.*NoSuchEnv"):
+        sampling_benchmark.parallel_capacity(
+            broken, processes=2, seconds=0.0, min_steps=1, repeats=1, seed=0
+        )
+    assert not _bare_processes_left()
+    with pytest.raises(ValueError, match="processes"):
+        sampling_benchmark.parallel_capacity(
+            broken, processes=0, seconds=0.0, min_steps=1, repeats=1, seed=0
+        )
+
+
+def test_grid_checks_measure_parallel_capacity_on_several_cores():
+    report = sampling_benchmark.run_grid(
+        workloads=["image"], num_envs=[2], num_workers=[1], peers=["sync"], checks=True, **TINY
+    )
+    capacity = report["workloads"]["image"]["parallel_capacity"]
+    if sampling_benchmark.usable_cores() == 1:
+        assert capacity is None
+        return
+    assert capacity["processes"] == sampling_benchmark.usable_cores()
+    assert capacity["speedup"] > 0
+    assert "parallel capacity (image): " in sampling_benchmark.format_table(report)
+
+
 def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="workload"):
         sampling_benchmark.make_workload("pong")
@@ -207,6 +257,13 @@ def test_targets_pass_fail_and_skip():
         "cold_start": {"status": "ok", "num_envs": 32, "seconds": 2.5, "num_workers": 2},
     }  # fmt: skip
     statuses = {target["name"]: target["status"] for target in script.evaluate_targets(report)}
+    report["points"].append(
+        _point("busy", 32, "vecpg(w=default,wait=default)", 9.0, sync=1.6, default=True)
+    )
+    report["workloads"] = {"busy": {"parallel_capacity": {"processes": 2, "speedup": 1.75}}}
+    (busy,) = [t for t in script.evaluate_targets(report) if t["name"].startswith("BusyEnv")]
+    assert busy["status"] == "FAIL"
+    assert busy["detail"].endswith("bare envs in 2 processes reach 1.75x one")
     assert statuses["CartPole-v1 x32, defaults vs Sync"] == "PASS"
     assert statuses["CartPole-v1 x32, defaults vs Async"] == "FAIL"
     assert statuses["BusyEnv 100us x32, defaults vs Sync"] == "SKIP"

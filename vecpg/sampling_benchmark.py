@@ -7,6 +7,9 @@ window; the point's rate is the median over ``repeats`` runs. Runs are interleav
 vectorizers (run 1 of every vectorizer, then run 2, ...), so a burst of load from other
 processes on the machine hits all of them instead of one. ``ideal`` is the rate of one bare
 env in this process times the usable cores: what perfect parallelism would give.
+``parallel_capacity`` is what the machine gives at the moment: bare envs stepped by one
+process per core at once, against one process (a shared VM often gives far less than the
+core count, and then so does every multi-process vectorizer).
 
 Workloads: ``cartpole`` (CartPole-v1, ~5 µs a step), ``busy`` (:class:`vecpg.envs.BusyEnv`,
 ``step_cost_us`` of CPU work; the loop's iteration count is calibrated once here and passed
@@ -263,7 +266,19 @@ def single_env_rate(
     workload: Workload, *, seconds: float, min_steps: int, repeats: int, seed: int
 ) -> dict[str, Any]:
     """Steps/s of one bare env in this process (resetting at episode ends), median of runs."""
-    env = workload.make_env()
+    rates = [_bare_env_rate(workload.make_env, seconds, min_steps, seed) for _ in range(repeats)]
+    return {"steps_per_second": _median(rates), "runs": rates}
+
+
+def _bare_env_rate(
+    make_env: Callable[[], gymnasium.Env],
+    seconds: float,
+    min_steps: int,
+    seed: int,
+    start: Any = None,
+) -> float:
+    """Steps/s of one env stepped in a plain loop; timing begins once ``start`` (an Event) is set."""
+    env = make_env()
     env.action_space.seed(seed)
     actions = [env.action_space.sample() for _ in range(256)]
     env.reset(seed=seed)
@@ -274,13 +289,110 @@ def single_env_rate(
             env.reset()
 
     try:
-        rates = []
-        for _ in range(repeats):
-            steps, elapsed = _timed_steps(step, actions, seconds, min_steps)
-            rates.append(steps / elapsed)
+        if start is not None:
+            start.wait()
+        steps, elapsed = _timed_steps(step, actions, seconds, min_steps)
     finally:
         env.close()
-    return {"steps_per_second": _median(rates), "runs": rates}
+    return steps / elapsed
+
+
+def _bare_env_process(make_env, seconds, min_steps, seed, start, connection) -> None:
+    """Child of :func:`parallel_capacity`: sends its bare-env rate (or the error) back."""
+    try:
+        connection.send(_bare_env_rate(make_env, seconds, min_steps, seed, start))
+    except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises
+        connection.send(error)
+    finally:
+        connection.close()
+
+
+def _concurrent_bare_rates(
+    context: Any, workload: Workload, processes: int, seconds: float, min_steps: int, seed: int
+) -> list[float]:
+    """Bare-env rates of ``processes`` processes stepping at the same time (started together)."""
+    start = context.Event()
+    children, connections = [], []
+    try:
+        for k in range(processes):
+            receiver, sender = context.Pipe(duplex=False)
+            child = context.Process(
+                target=_bare_env_process,
+                args=(workload.make_env, seconds, min_steps, seed + k, start, sender),
+                name=f"vecpg-bench-bare-{k}",
+            )
+            child.start()
+            sender.close()
+            children.append(child)
+            connections.append(receiver)
+        start.set()
+        rates = []
+        for child, connection in zip(children, connections, strict=True):
+            try:
+                if not connection.poll(max(60.0, 20 * seconds)):
+                    raise RuntimeError(f"bare-env process {child.name} did not report")
+                result = connection.recv()
+            except EOFError:
+                child.join(timeout=5.0)
+                raise RuntimeError(
+                    f"bare-env process {child.name} died (exit code {child.exitcode})"
+                ) from None
+            if isinstance(result, BaseException):
+                raise RuntimeError(f"bare-env process {child.name} failed: {result!r}")
+            rates.append(float(result))
+        return rates
+    finally:
+        for connection in connections:
+            connection.close()
+        for child in children:
+            child.join(timeout=5.0)
+            if child.is_alive():
+                child.kill()
+                child.join()
+
+
+def parallel_capacity(
+    workload: Workload,
+    *,
+    processes: int,
+    seconds: float,
+    min_steps: int,
+    repeats: int,
+    seed: int,
+) -> dict[str, Any]:
+    """How much parallel speed-up this machine gives right now, without any vectorizer.
+
+    ``processes`` processes each step one bare env in a plain loop at the same time; their
+    summed rate is divided by that of one such process alone (runs interleaved, medians).
+    On a quiet machine with ``processes`` free cores this is close to ``processes``; on a
+    shared VM it is often less, and no vectorizer can beat it. Compare multi-process
+    ratios (e.g. BusyEnv against SyncVectorEnv) with it.
+
+    Returns:
+        ``{"processes", "speedup", "one_process_runs", "all_processes_runs"}`` (steps/s).
+    """
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    one, all_together = [], []
+    for _ in range(repeats):
+        one.append(_concurrent_bare_rates(context, workload, 1, seconds, min_steps, seed)[0])
+        rates = _concurrent_bare_rates(context, workload, processes, seconds, min_steps, seed)
+        all_together.append(sum(rates))
+    return {
+        "processes": processes,
+        "speedup": _median(all_together) / _median(one),
+        "one_process_runs": one,
+        "all_processes_runs": all_together,
+    }
+
+
+def _capacity_text(capacity: dict[str, Any]) -> str:
+    return (
+        f"{capacity['processes']} bare-env processes at once: {capacity['speedup']:.2f}x one "
+        "(the parallelism this machine gives now)"
+    )
 
 
 def _median(values) -> float:
@@ -348,8 +460,9 @@ def run_grid(
     """Measures every point of the grid; returns the JSON-able report (see the module docstring).
 
     ``num_workers``/``waits`` entries of None mean vecpg's default for that setting. With
-    ``checks`` (and the cartpole workload), vecpg's worker memory and cold start are measured
-    too (see :func:`measure_worker_memory`, :func:`measure_cold_start`).
+    ``checks``, each workload's :func:`parallel_capacity` is measured (on more than one
+    core), and with the cartpole workload vecpg's worker memory and cold start too (see
+    :func:`measure_worker_memory`, :func:`measure_cold_start`).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -393,14 +506,26 @@ def run_grid(
             workload, seconds=seconds / 2, min_steps=min_steps, repeats=repeats, seed=seed
         )
         ideal = single["steps_per_second"] * cores
+        capacity = None
+        if checks and cores > 1:
+            capacity = parallel_capacity(
+                workload,
+                processes=cores,
+                seconds=seconds / 2,
+                min_steps=min_steps,
+                repeats=repeats,
+                seed=seed,
+            )
         report["workloads"][workload_name] = {
             "description": workload.description,
             "single_env_steps_per_second": single["steps_per_second"],
             "single_env_runs": single["runs"],
             "ideal_steps_per_second": ideal,
+            "parallel_capacity": capacity,
         }
         log(
             f"{workload.description}: one env {single['steps_per_second']:,.0f} steps/s, ideal {ideal:,.0f}"
+            + ("" if capacity is None else f"; {_capacity_text(capacity)}")
         )
         if checks and workload_name == "cartpole":
             # Before any SB3 point: its import brings torch into this process.
@@ -650,6 +775,13 @@ def format_table(report: dict[str, Any]) -> str:
         )
     elif memory:
         lines.append(f"worker memory: {memory['status']} ({memory['reason']})")
+    capacities = {
+        name: workload["parallel_capacity"]
+        for name, workload in report.get("workloads", {}).items()
+        if workload.get("parallel_capacity")
+    }
+    for name, capacity in capacities.items():
+        lines.append(f"parallel capacity ({name}): {_capacity_text(capacity)}")
     cold = report.get("cold_start")
     if cold and cold.get("status") == "ok":
         lines.append(

@@ -107,7 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-checks",
         action="store_true",
-        help="skip the worker-memory and cold-start measurements",
+        help="skip the parallel-capacity, worker-memory and cold-start measurements",
     )
     parser.add_argument(
         "--out",
