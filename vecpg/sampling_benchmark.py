@@ -5,7 +5,9 @@ the vector env, resets it, steps it once (construction time = until that first s
 returns), steps it for a warmup, then steps it with pre-sampled random actions for a timed
 window; the point's rate is the median over ``repeats`` runs. Runs are interleaved across
 vectorizers (run 1 of every vectorizer, then run 2, ...), so a burst of load from other
-processes on the machine hits all of them instead of one. ``ideal`` is the rate of one bare
+processes on the machine hits all of them instead of one; each round starts one vectorizer later
+than the one before, so that none always runs right after the same other one (e.g. after
+AsyncVectorEnv, whose many workers are just gone). ``ideal`` is the rate of one bare
 env in this process times the usable cores: what perfect parallelism would give.
 ``parallel_capacity`` is what the machine gives at the moment: bare envs stepped by one
 process per core at once, against one process (a shared VM often gives far less than the
@@ -562,8 +564,10 @@ def _run_group(
             }
         )
     actions = presample_actions(workload, num_envs, count=256, seed=seed)
-    for repeat in range(repeats):  # interleaved: see the module docstring
-        for vectorizer, point in zip(vectorizers, points, strict=True):
+    order = list(zip(vectorizers, points, strict=True))
+    for repeat in range(repeats):  # interleaved and rotated: see the module docstring
+        shift = repeat % len(order)
+        for vectorizer, point in order[shift:] + order[:shift]:
             if point["status"] != "ok":
                 continue
             try:

@@ -484,8 +484,7 @@ class SubprocVectorEnv(VectorEnv):
         self._target_observations(hand_out=True)
         if self._actions_shared:
             self._write_actions(actions, slice(None))
-            for w in range(self._num_shares):
-                self._dispatch_step(w, None)
+            self._send_all(_STEP_MESSAGE)  # a sync step is tracked by _sync_call_pending
         else:
             per_env = self._split_actions(actions, self.num_envs)
             for w, (start, stop) in enumerate(self._worker_ranges):
@@ -767,6 +766,14 @@ class SubprocVectorEnv(VectorEnv):
         pool = self._require_pool()
         try:
             pool.send(w, message)
+        except BaseException:
+            self.close(timeout=0.5)
+            raise
+
+    def _send_all(self, message: bytes) -> None:
+        pool = self._require_pool()
+        try:
+            pool.send_all(message)
         except BaseException:
             self.close(timeout=0.5)
             raise

@@ -156,8 +156,17 @@ class WorkerPool:
             raise self._death_error(worker, "while sending a command") from error
 
     def send_all(self, message: bytes) -> None:
-        for worker in range(len(self.connections)):
-            self.send(worker, message)
+        """Send ``message`` to every worker process, then carry it out in the parent's share.
+
+        The parent's share goes last: it is stepped here while the processes step theirs.
+        """
+        for worker, fd in enumerate(self._fds):
+            try:
+                protocol.write_message(fd, message)
+            except OSError as error:
+                raise self._death_error(worker, "while sending a command") from error
+        if self.local is not None:
+            self.local.send(message)
 
     def collect(
         self,
@@ -184,11 +193,15 @@ class WorkerPool:
             pending.discard(local)
         limit = self.timeout if timeout is None else timeout
         while pending:
-            for worker in self.wait_any(
-                pending, timeout=limit, spin_seconds=spin_seconds, phase=phase
-            ):
-                replies[worker] = self.receive(worker)
-                pending.discard(worker)
+            # Answers that are already there cost one poll, without the spin's bookkeeping:
+            # the usual case once the parent has stepped its own share.
+            for fd, _ in self._poller.poll(0):
+                worker = self._worker_of_fd[fd]
+                if worker in pending:
+                    replies[worker] = self.receive(worker)
+                    pending.discard(worker)
+            if pending:
+                self.wait_any(pending, timeout=limit, spin_seconds=spin_seconds, phase=phase)
         return replies
 
     def wait_any(

@@ -73,9 +73,18 @@ def _read_exact(fd: int, size: int) -> bytes:
     return b"".join(chunks)
 
 
+_BARE_DONE = HEADER.pack(DONE, 0)
+
+
 def read_message(fd: int) -> tuple[bytes, bytes]:
     """Read one framed message: ``(tag, payload)``. Raises EOFError if the writer is gone."""
-    header = _read_exact(fd, HEADER.size)
+    header = os.read(fd, HEADER.size)
+    if header == _BARE_DONE:  # a step's usual answer: one read, nothing to unpack
+        return DONE, b""
+    if len(header) < HEADER.size:
+        if not header:
+            raise EOFError("the other end of the pipe closed")
+        header += _read_exact(fd, HEADER.size - len(header))
     tag, length = HEADER.unpack(header)
     return tag, (_read_exact(fd, length) if length else b"")
 
