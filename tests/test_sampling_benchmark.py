@@ -145,6 +145,22 @@ def test_parallel_capacity_reports_a_speedup_and_reaps_its_processes():
     assert not _bare_processes_left()
 
 
+def test_parallel_capacity_leaves_the_fork_server_to_vecpg():
+    # vecpg's workers share the imports of a fork server that vecpg starts with preloads;
+    # a fork server started first by the benchmark would double their private memory.
+    code = (
+        "import multiprocessing.forkserver as fs\n"
+        "from vecpg import sampling_benchmark as sb\n"
+        "sb.parallel_capacity(sb.make_workload('cartpole'), processes=2, seconds=0.0,\n"
+        "                     min_steps=5, repeats=1, seed=0)\n"
+        "assert fs._forkserver._forkserver_pid is None, 'the fork server was started'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_parallel_capacity_reports_a_failing_env_and_reaps_its_processes():
     broken = sampling_benchmark.Workload(
         "broken", "an env id that does not exist", functools.partial(gymnasium.make, "NoSuchEnv-v0")

@@ -268,89 +268,70 @@ def single_env_rate(
     workload: Workload, *, seconds: float, min_steps: int, repeats: int, seed: int
 ) -> dict[str, Any]:
     """Steps/s of one bare env in this process (resetting at episode ends), median of runs."""
-    rates = [_bare_env_rate(workload.make_env, seconds, min_steps, seed) for _ in range(repeats)]
+    stepper = _BareEnv(workload.make_env, seed)
+    try:
+        rates = [stepper.rate(seconds, min_steps) for _ in range(repeats)]
+    finally:
+        stepper.close()
     return {"steps_per_second": _median(rates), "runs": rates}
 
 
-def _bare_env_rate(
-    make_env: Callable[[], gymnasium.Env],
-    seconds: float,
-    min_steps: int,
-    seed: int,
-    start: Any = None,
-) -> float:
-    """Steps/s of one env stepped in a plain loop; timing begins once ``start`` (an Event) is set."""
-    env = make_env()
-    env.action_space.seed(seed)
-    actions = [env.action_space.sample() for _ in range(256)]
-    env.reset(seed=seed)
+class _BareEnv:
+    """One env stepped in a plain loop with pre-sampled actions (resetting at episode ends)."""
 
-    def step(action: Any) -> None:
-        _, _, terminated, truncated, _ = env.step(action)
+    def __init__(self, make_env: Callable[[], gymnasium.Env], seed: int) -> None:
+        self.env = make_env()
+        self.env.action_space.seed(seed)
+        self.actions = [self.env.action_space.sample() for _ in range(256)]
+        self.env.reset(seed=seed)
+
+    def step(self, action: Any) -> None:
+        _, _, terminated, truncated, _ = self.env.step(action)
         if terminated or truncated:
-            env.reset()
+            self.env.reset()
 
+    def rate(self, seconds: float, min_steps: int) -> float:
+        steps, elapsed = _timed_steps(self.step, self.actions, seconds, min_steps)
+        return steps / elapsed
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _bare_env_process(make_env: Callable[[], gymnasium.Env], seed: int, connection: Any) -> None:
+    """Child of :func:`parallel_capacity`: answers each ``(seconds, min_steps)`` with a rate.
+
+    Errors go back as the exception; ``None`` ends the process.
+    """
     try:
-        if start is not None:
-            start.wait()
-        steps, elapsed = _timed_steps(step, actions, seconds, min_steps)
-    finally:
-        env.close()
-    return steps / elapsed
-
-
-def _bare_env_process(make_env, seconds, min_steps, seed, start, connection) -> None:
-    """Child of :func:`parallel_capacity`: sends its bare-env rate (or the error) back."""
-    try:
-        connection.send(_bare_env_rate(make_env, seconds, min_steps, seed, start))
+        stepper = _BareEnv(make_env, seed)
+        connection.send("ready")
+        while (request := connection.recv()) is not None:
+            connection.send(stepper.rate(*request))
+        stepper.close()
     except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises
         connection.send(error)
     finally:
         connection.close()
 
 
-def _concurrent_bare_rates(
-    context: Any, workload: Workload, processes: int, seconds: float, min_steps: int, seed: int
-) -> list[float]:
-    """Bare-env rates of ``processes`` processes stepping at the same time (started together)."""
-    start = context.Event()
-    children, connections = [], []
-    try:
-        for k in range(processes):
-            receiver, sender = context.Pipe(duplex=False)
-            child = context.Process(
-                target=_bare_env_process,
-                args=(workload.make_env, seconds, min_steps, seed + k, start, sender),
-                name=f"vecpg-bench-bare-{k}",
-            )
-            child.start()
-            sender.close()
-            children.append(child)
-            connections.append(receiver)
-        start.set()
-        rates = []
-        for child, connection in zip(children, connections, strict=True):
-            try:
-                if not connection.poll(max(60.0, 20 * seconds)):
-                    raise RuntimeError(f"bare-env process {child.name} did not report")
-                result = connection.recv()
-            except EOFError:
-                child.join(timeout=5.0)
-                raise RuntimeError(
-                    f"bare-env process {child.name} died (exit code {child.exitcode})"
-                ) from None
-            if isinstance(result, BaseException):
-                raise RuntimeError(f"bare-env process {child.name} failed: {result!r}")
-            rates.append(float(result))
-        return rates
-    finally:
-        for connection in connections:
-            connection.close()
-        for child in children:
+def _answers(children: list[Any], connections: list[Any], timeout: float) -> list[Any]:
+    """One answer from each child, in order; a failure or a silent child raises RuntimeError."""
+    answers = []
+    for child, connection in zip(children, connections, strict=True):
+        try:
+            if not connection.poll(timeout):
+                raise RuntimeError(f"bare-env process {child.name} did not answer")
+            answer = connection.recv()
+        except EOFError:
             child.join(timeout=5.0)
-            if child.is_alive():
-                child.kill()
-                child.join()
+            raise RuntimeError(
+                f"bare-env process {child.name} died (exit code {child.exitcode})"
+            ) from None
+        if isinstance(answer, BaseException):
+            raise RuntimeError(f"bare-env process {child.name} failed: {answer!r}")
+        answers.append(answer)
+    return answers
 
 
 def parallel_capacity(
@@ -365,23 +346,57 @@ def parallel_capacity(
     """How much parallel speed-up this machine gives right now, without any vectorizer.
 
     ``processes`` processes each step one bare env in a plain loop at the same time; their
-    summed rate is divided by that of one such process alone (runs interleaved, medians).
-    On a quiet machine with ``processes`` free cores this is close to ``processes``; on a
-    shared VM it is often less, and no vectorizer can beat it. Compare multi-process
-    ratios (e.g. BusyEnv against SyncVectorEnv) with it.
+    summed rate is divided by that of one of them stepping alone (runs interleaved,
+    medians). On a quiet machine with ``processes`` free cores this is close to
+    ``processes``; on a shared VM it can be far less, and no vectorizer can beat it.
+    Compare multi-process ratios (e.g. BusyEnv against SyncVectorEnv) with it.
+
+    The processes are started once with ``spawn``: not through the fork server, whose
+    imports vecpg's workers share (see :mod:`vecpg.vector`), nor forked from a benchmark
+    process that may have imported torch for a peer.
 
     Returns:
         ``{"processes", "speedup", "one_process_runs", "all_processes_runs"}`` (steps/s).
     """
     if processes < 1:
         raise ValueError(f"processes must be >= 1, got {processes}")
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    one, all_together = [], []
-    for _ in range(repeats):
-        one.append(_concurrent_bare_rates(context, workload, 1, seconds, min_steps, seed)[0])
-        rates = _concurrent_bare_rates(context, workload, processes, seconds, min_steps, seed)
-        all_together.append(sum(rates))
+    context = multiprocessing.get_context("spawn")
+    timeout = max(120.0, 20 * seconds)  # a spawn start imports gymnasium and numpy
+    children, connections = [], []
+    try:
+        for k in range(processes):
+            parent_end, child_end = context.Pipe()
+            child = context.Process(
+                target=_bare_env_process,
+                args=(workload.make_env, seed + k, child_end),
+                name=f"vecpg-bench-bare-{k}",
+                daemon=True,
+            )
+            child.start()
+            child_end.close()
+            children.append(child)
+            connections.append(parent_end)
+        _answers(children, connections, timeout)  # every env is built
+        one, all_together = [], []
+        for _ in range(repeats):
+            connections[0].send((seconds, min_steps))
+            one.extend(_answers(children[:1], connections[:1], timeout))
+            for connection in connections:
+                connection.send((seconds, min_steps))
+            all_together.append(sum(_answers(children, connections, timeout)))
+    finally:
+        for connection in connections:
+            try:
+                connection.send(None)
+            except OSError:
+                pass  # that child is gone already
+        for child in children:
+            child.join(timeout=5.0)
+            if child.is_alive():
+                child.kill()
+                child.join()
+        for connection in connections:
+            connection.close()
     return {
         "processes": processes,
         "speedup": _median(all_together) / _median(one),
