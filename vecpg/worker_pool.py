@@ -15,6 +15,12 @@ Signalling design (the per-step cost that decides whether subprocesses pay at al
   2-vCPU development VM (a halted virtual CPU must be woken by the hypervisor). Yielding
   makes the spin cheap for a process that has work: when processes outnumber cores, the
   spinner gives its turn away at once. The vector env picks the bound (``wait="auto"``).
+* The parent's own path through a sync step is kept flat: one broadcast (:meth:`send_all`:
+  a write per worker, then the parent's share stepped in place) and one ``poll`` that
+  takes every answer already there (:meth:`collect`). After the parent has stepped its
+  share its caches are cold, and there every layer of Python calls shows: the layered
+  path cost ~10 µs more per step than a hand-written loop (84x84x4 images x16: 97 vs
+  76 µs a step); the flat one is within ~2 µs of it.
 * Every blocking wait has a timeout: the step timeout when one is set, and in any case a
   liveness check of the awaited processes once a second. A worker that dies shows up at
   once as end-of-file on its pipe.
