@@ -14,6 +14,7 @@ import pytest
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
 
+from tests.fresh_python import run_python
 from vecpg.envs import (
     BusyEnv,
     DictTupleEnv,
@@ -187,9 +188,7 @@ def test_failing_env_can_end_its_process(how, returncode):
         "env.reset(seed=0); env.step(0); print('stepped', flush=True); env.step(0)\n"
         "print('survived')\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    result = run_python(code)
     assert result.returncode == returncode, result.stderr
     assert result.stdout == "stepped\n"
 
@@ -282,9 +281,7 @@ def test_import_has_no_side_effects_and_no_torch():
         "assert not any(i.startswith('vecpg/') for i in gymnasium.registry), 'registered'\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    result = run_python(code)
     assert result.returncode == 0, result.stderr
 
 

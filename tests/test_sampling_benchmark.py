@@ -9,12 +9,11 @@ import json
 import multiprocessing
 import pathlib
 import statistics
-import subprocess
-import sys
 
 import gymnasium
 import pytest
 
+from tests.fresh_python import run_python
 from vecpg import sampling_benchmark
 from vecpg.cli import main as cli_main
 
@@ -155,9 +154,7 @@ def test_parallel_capacity_leaves_the_fork_server_to_vecpg():
         "                     min_steps=5, repeats=1, seed=0)\n"
         "assert fs._forkserver._forkserver_pid is None, 'the fork server was started'\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
-    )
+    result = run_python(code, timeout=120)
     assert result.returncode == 0, result.stderr
 
 
@@ -230,9 +227,7 @@ def test_vecpg_bench_rejects_bad_values(capsys):
 
 def test_harness_does_not_import_torch():
     code = "import sys, vecpg.sampling_benchmark, vecpg.commands.bench; assert 'torch' not in sys.modules"
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    result = run_python(code)
     assert result.returncode == 0, result.stderr
 
 
