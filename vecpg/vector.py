@@ -74,9 +74,7 @@ from workers.shared_layout import (
 # the short one (1.28x vs 1.16x), since a spinner then takes turns with a process at work.
 _LONG_SPIN_SECONDS = 1e-3  # every process has a core of its own
 _SHORT_SPIN_SECONDS = 50e-6  # more processes than cores
-_STEP_MESSAGE = protocol.frame(
-    protocol.STEP
-)  # bounded spin before blocking, only when there are spare cores
+_STEP_ALL_MESSAGE = protocol.frame(protocol.STEP_ALL)  # a sync step with shared actions
 
 
 class AsyncBatch(NamedTuple):
@@ -240,7 +238,6 @@ class SubprocVectorEnv(VectorEnv):
         self._dispatched: dict[int, np.ndarray] = {}  # busy worker -> env ids it is stepping
         self._pending_actions: dict[int, Any] = {}  # env -> action, for pickled action spaces
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
-        self._step_mask_full = False  # whether every step_mask row is set (sync steps)
         self._sync_call_pending = False
 
     # ------------------------------------------------------------------ construction
@@ -478,17 +475,15 @@ class SubprocVectorEnv(VectorEnv):
                 f"envs {ended} ended their episode and autoreset_mode is DISABLED: reset them "
                 "with reset(options={'reset_mask': mask}) before stepping"
             )
-        if not self._step_mask_full:  # async steps leave a partial mask behind
-            self._arrays["step_mask"][:] = True
-            self._step_mask_full = True
         self._target_observations(hand_out=True)
         if self._actions_shared:
             self._write_actions(actions, slice(None))
-            self._send_all(_STEP_MESSAGE)  # a sync step is tracked by _sync_call_pending
+            self._send_all(_STEP_ALL_MESSAGE)  # a sync step is tracked by _sync_call_pending
         else:
             per_env = self._split_actions(actions, self.num_envs)
             for w, (start, stop) in enumerate(self._worker_ranges):
-                self._dispatch_step(w, {i: per_env[i] for i in range(start, stop)})
+                actions_of_w = {i: per_env[i] for i in range(start, stop)}
+                self._dispatch_step(w, actions_of_w, every_env=True)
         self._sync_call_pending = True
 
     def step_wait(
@@ -617,7 +612,6 @@ class SubprocVectorEnv(VectorEnv):
         if not queued.any():
             return
         self._arrays["step_mask"][start:stop] = queued
-        self._step_mask_full = False
         ids = np.flatnonzero(queued) + start
         actions = None
         if not self._actions_shared:
@@ -670,12 +664,13 @@ class SubprocVectorEnv(VectorEnv):
     def _split_actions(self, actions: Any, count: int) -> list[Any]:
         return list(iterate(batch_space(self.single_action_space, count), actions))
 
-    def _dispatch_step(self, w: int, pickled_actions: dict[int, Any] | None) -> None:
-        """Tell worker ``w`` to step the envs of its ``step_mask`` rows."""
-        if pickled_actions is None:
-            message = _STEP_MESSAGE
-        else:
-            message = protocol.frame(protocol.STEP, cloudpickle.dumps(pickled_actions))
+    def _dispatch_step(
+        self, w: int, pickled_actions: dict[int, Any] | None, every_env: bool = False
+    ) -> None:
+        """Tell worker ``w`` to step every env it hosts, or those of its ``step_mask`` rows."""
+        tag = protocol.STEP_ALL if every_env else protocol.STEP
+        payload = b"" if pickled_actions is None else cloudpickle.dumps(pickled_actions)
+        message = protocol.frame(tag, payload)
         self._send(w, message)
         self._busy_workers.add(w)
 

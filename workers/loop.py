@@ -1,8 +1,8 @@
 """The worker process: builds its envs, then serves commands until told to close.
 
 A worker hosts envs ``env_start .. env_start + len(envs) - 1`` of the vector env. For a
-step it reads the actions of its envs from shared memory, steps every env whose
-``step_mask`` row is set, applies the autoreset mode exactly as Gymnasium's
+step it reads the actions of its envs from shared memory, steps all of them (a sync step)
+or those whose ``step_mask`` row is set (async steps), applies the autoreset mode exactly as Gymnasium's
 ``SyncVectorEnv`` does, writes observations, rewards, flags, final observations and episode
 statistics into the shared arrays, and answers with one byte (or a pickled :class:`Reply`
 when there are infos or pickled observations to send).
@@ -116,8 +116,10 @@ class EnvRunner:
         else:
             reply.observations[index] = observation
 
-    def step(self, pending_actions: dict[int, Any] | None) -> Reply | None:
-        """Step every env with its step_mask row set. Returns None when nothing to report.
+    def step(self, pending_actions: dict[int, Any] | None, every_env: bool) -> Reply | None:
+        """Step every env (``every_env``) or those with their step_mask row set.
+
+        Returns None when there is nothing to report beyond the shared arrays.
 
         This is the hot loop of the whole layer: locals instead of attribute lookups, and
         no per-env function calls beyond the env's own step. Rewards and flags are gathered
@@ -129,7 +131,7 @@ class EnvRunner:
             self._select_observation_target()
         start, stop = self.start, self.stop
         step_mask = self.step_mask
-        every_env = bool(step_mask[start:stop].all())
+        every_env = every_env or bool(step_mask[start:stop].all())
         actions = None
         if pending_actions is None:
             actions = self.actions[start:stop] if isinstance(self.actions, np.ndarray) else None
@@ -316,9 +318,9 @@ def start_runner(spec: WorkerSpec, shared_buffer: Any) -> EnvRunner:
 
 def handle(runner: EnvRunner, tag: bytes, payload: bytes) -> bytes | None:
     """Carry out one command; return the framed answer (None for CLOSE)."""
-    if tag == protocol.STEP:
+    if tag == protocol.STEP_ALL or tag == protocol.STEP:
         runner.phase = "step"
-        reply = runner.step(pickle.loads(payload) if payload else None)
+        reply = runner.step(pickle.loads(payload) if payload else None, tag == protocol.STEP_ALL)
         return _DONE if reply is None else _payload(reply)
     if tag == protocol.RESET:
         runner.phase = "reset"

@@ -7,7 +7,8 @@ optionally followed by a pickled payload:
 ========  ==========  ======================================================
 tag       direction   meaning
 ========  ==========  ======================================================
-``s``     to worker   step the envs whose ``step_mask`` row is set
+``S``     to worker   step every env of the worker (a sync step)
+``s``     to worker   step the envs whose ``step_mask`` row is set (async steps)
 ``r``     to worker   reset: payload ``(seeds, options, mask)`` for its envs
 ``c``     to worker   call: payload ``(name, args, kwargs)``
 ``a``     to worker   set attribute: payload ``(name, values)``
@@ -25,6 +26,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+STEP_ALL = b"S"
 STEP = b"s"
 RESET = b"r"
 CALL = b"c"
