@@ -309,6 +309,8 @@ def _bare_env_process(make_env: Callable[[], gymnasium.Env], seed: int, connecti
         while (request := connection.recv()) is not None:
             connection.send(stepper.rate(*request))
         stepper.close()
+    except EOFError:
+        pass  # the benchmark process is gone: nobody to answer
     except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises
         connection.send(error)
     finally:
@@ -346,8 +348,8 @@ def parallel_capacity(
     """How much parallel speed-up this machine gives right now, without any vectorizer.
 
     ``processes`` processes each step one bare env in a plain loop at the same time; their
-    summed rate is divided by that of one of them stepping alone (runs interleaved,
-    medians). On a quiet machine with ``processes`` free cores this is close to
+    summed rate is divided by that of one of them stepping alone (``repeats`` times one
+    alone then all together; medians). On a quiet machine with ``processes`` free cores this is close to
     ``processes``; on a shared VM it can be far less, and no vectorizer can beat it.
     Compare multi-process ratios (e.g. BusyEnv against SyncVectorEnv) with it.
 
@@ -794,13 +796,11 @@ def format_table(report: dict[str, Any]) -> str:
         )
     elif memory:
         lines.append(f"worker memory: {memory['status']} ({memory['reason']})")
-    capacities = {
-        name: workload["parallel_capacity"]
-        for name, workload in report.get("workloads", {}).items()
-        if workload.get("parallel_capacity")
-    }
-    for name, capacity in capacities.items():
-        lines.append(f"parallel capacity ({name}): {_capacity_text(capacity)}")
+    for name, workload in report.get("workloads", {}).items():
+        if workload.get("parallel_capacity"):
+            lines.append(
+                f"parallel capacity ({name}): {_capacity_text(workload['parallel_capacity'])}"
+            )
     cold = report.get("cold_start")
     if cold and cold.get("status") == "ok":
         lines.append(
