@@ -76,6 +76,12 @@ def test_tiny_grid_is_well_formed_json_with_positive_rates():
     vecpg_point = by_key[("cartpole", "vecpg(w=default,wait=default)")]
     assert vecpg_point["is_vecpg_default"]
     assert vecpg_point["status"] == ("ok" if HAS_VECPG_VECTOR else "skipped")
+    if HAS_VECPG_VECTOR:  # what vecpg made of the defaults: workers, share and both spin bounds
+        from vecpg.vector import spin_seconds_for
+
+        workers, share, *spins = vecpg_point["resolved_layout"]
+        assert workers == vecpg_point["resolved_num_workers"] >= 1 and isinstance(share, bool)
+        assert spins == list(spin_seconds_for("auto", workers, sampling_benchmark.usable_cores()))
 
 
 def test_missing_peer_is_skipped_with_a_reason(monkeypatch):

@@ -7,6 +7,7 @@ This module must not import torch: its env classes are unpickled inside workers.
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import partial
 
@@ -17,6 +18,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from vecpg import SubprocVectorEnv, make_vec
 from vecpg.envs import DictTupleEnv, TextEnv
+from vecpg.vector import spin_seconds_for
 
 MODES = [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED]
 
@@ -318,3 +320,28 @@ def test_defaults_give_cheap_envs_a_parent_share_and_keep_explicit_worker_counts
         assert len(envs.worker_pids) == envs.num_workers
     with SubprocVectorEnv([cartpole] * 8, num_workers=2) as envs:
         assert not envs.parent_share and len(envs.worker_pids) == 2
+
+
+@pytest.mark.parametrize(
+    "wait, num_workers, cores, expected",
+    [
+        ("auto", 1, 2, (1e-3, 1e-3)),  # a worker + the parent, a core each: both spin
+        ("auto", 2, 2, (0.0, 1e-3)),  # the parent has no core: it blocks, the workers spin
+        ("auto", 4, 2, (0.0, 50e-6)),  # workers outnumber the cores: short spins
+        ("auto", 1, 1, (0.0, 1e-3)),
+        ("spin", 4, 2, (1e-3, 1e-3)),
+        ("block", 1, 2, (0.0, 0.0)),
+    ],
+)
+def test_spin_bounds_follow_the_cores(wait, num_workers, cores, expected):
+    assert spin_seconds_for(wait, num_workers, cores) == expected
+
+
+@pytest.mark.parametrize("wait", ["auto", "spin", "block"])
+def test_each_process_gets_its_spin_bound(wait):
+    with SubprocVectorEnv([cartpole] * 4, num_workers=2, wait=wait) as envs:
+        parent, worker = spin_seconds_for(wait, 2, len(os.sched_getaffinity(0)))
+        assert (envs.spin_seconds, envs.worker_spin_seconds) == (parent, worker)
+        assert all(spec.spin_seconds == worker for spec in envs._pool.specs)
+        envs.reset(seed=0)
+        envs.step(np.zeros(4, dtype=np.int64))  # every bound still steps

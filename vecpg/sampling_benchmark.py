@@ -175,6 +175,7 @@ class _Stepper:
                 "num_workers": self.env.num_workers,
                 "parent_share": self.env.parent_share,
                 "spin_seconds": self.env.spin_seconds,
+                "worker_spin_seconds": self.env.worker_spin_seconds,
             }
         elif kind in ("sync", "async"):
             vector_class = (
@@ -609,6 +610,7 @@ def _run_group(
                     runs[0]["num_workers"],
                     runs[0]["parent_share"],
                     runs[0]["spin_seconds"],
+                    runs[0]["worker_spin_seconds"],
                 ]
         if point["status"] == "skipped":
             log(f"  {workload.name} x{num_envs} {point['vectorizer']}: skipped ({point['reason']})")
