@@ -485,7 +485,9 @@ class SubprocVectorEnv(VectorEnv):
         self._target_observations(hand_out=True)
         if self._actions_shared:
             self._write_actions(actions, slice(None))
-            self._send_all(_STEP_ALL_MESSAGE)  # a sync step is tracked by _sync_call_pending
+            # One message to every worker (the parent's share is stepped in it); a sync step
+            # is tracked by _sync_call_pending.
+            self._guarded(self._require_pool().send_all, _STEP_ALL_MESSAGE)
         else:
             per_env = self._split_actions(actions, self.num_envs)
             for w, (start, stop) in enumerate(self._worker_ranges):
@@ -764,35 +766,28 @@ class SubprocVectorEnv(VectorEnv):
             infos["_episode"] = ended.copy()
         return infos
 
-    def _send(self, w: int, message: bytes) -> None:
-        pool = self._require_pool()
+    def _guarded(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)`` (a worker pool method); closes this env if it raises.
+
+        A failed, dead, hung or interrupted worker leaves the pipes mid-protocol: the vector
+        env cannot go on, so everything is released before the error propagates.
+        """
         try:
-            pool.send(w, message)
+            return call(*args, **kwargs)
         except BaseException:
             self.close(timeout=0.5)
             raise
 
-    def _send_all(self, message: bytes) -> None:
-        pool = self._require_pool()
-        try:
-            pool.send_all(message)
-        except BaseException:
-            self.close(timeout=0.5)
-            raise
+    def _send(self, w: int, message: bytes) -> None:
+        self._guarded(self._require_pool().send, w, message)
 
     def _collect(
         self, workers: Any, *, timeout: float | None = None, phase: str = "step"
     ) -> dict[int, Any]:
         pool = self._require_pool()
-        try:
-            return pool.collect(
-                workers, timeout=timeout, spin_seconds=self._spin_seconds, phase=phase
-            )
-        except BaseException:
-            # A failed, dead, hung or interrupted worker leaves the pipes mid-protocol:
-            # the vector env cannot go on, so release everything before re-raising.
-            self.close(timeout=0.5)
-            raise
+        return self._guarded(
+            pool.collect, workers, timeout=timeout, spin_seconds=self._spin_seconds, phase=phase
+        )
 
     def _check_idle(self) -> None:
         self._require_pool()
