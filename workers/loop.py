@@ -2,10 +2,10 @@
 
 A worker hosts envs ``env_start .. env_start + len(envs) - 1`` of the vector env. For a
 step it reads the actions of its envs from shared memory, steps all of them (a sync step)
-or those whose ``step_mask`` row is set (async steps), applies the autoreset mode exactly as Gymnasium's
-``SyncVectorEnv`` does, writes observations, rewards, flags, final observations and episode
-statistics into the shared arrays, and answers with one byte (or a pickled :class:`Reply`
-when there are infos or pickled observations to send).
+or those whose ``step_mask`` row is set (async steps), applies the autoreset mode exactly
+as Gymnasium's ``SyncVectorEnv`` does, writes observations, rewards, flags, final
+observations and episode statistics into the shared arrays, and answers with one byte (or
+a pickled :class:`Reply` when there are infos or pickled observations to send).
 
 Failure handling: any exception is reported to the parent as a :class:`Failure` (worker
 index, env index, type, message, formatted traceback) and the worker exits. The worker
