@@ -163,12 +163,13 @@ def test_bad_discrete_actions_raise_before_anything_is_sent(actions, message):
         assert envs.step(np.zeros(4, dtype=np.int64))[1].shape == (4,)
 
 
+@pytest.mark.parametrize("batch", [2, 100])  # a list check up to 64 actions, numpy beyond
 @pytest.mark.parametrize(
     "dtype",
     [np.int8, np.uint8, np.int16, np.uint16, np.int32, np.int64, np.uint64, ">i8", ">u2"],
 )
-def test_discrete_range_check_is_exact_at_every_boundary_of_every_integer_type(dtype):
-    """The one-reduction range check (unsigned wrap-around) against the obvious rule."""
+def test_discrete_range_check_is_exact_at_every_boundary_of_every_integer_type(dtype, batch):
+    """Both range checks (a list's min/max; numpy's unsigned wrap-around) against the rule."""
     info = np.iinfo(dtype)
     low, high = int(info.min), int(info.max)
     for start in (0, -3, 5, -200, 130, low, high - 2):
@@ -178,13 +179,14 @@ def test_discrete_range_check_is_exact_at_every_boundary_of_every_integer_type(d
             space = gym.spaces.Discrete(n, start=start)
             values = {low, low + 1, -1, 0, 1, start - 1, start, start + n - 1, start + n, high}
             for value in sorted(v for v in values if low <= v <= high):
-                actions = np.array([start if low <= start <= high else 0, value], dtype=dtype)
+                valid = start if low <= start <= high else 0
+                actions = np.array([valid] * (batch - 1) + [value], dtype=dtype)
                 inside = all(start <= int(a) < start + n for a in actions)
                 if inside:
-                    assert check_actions(space, actions, 2) is actions
+                    assert check_actions(space, actions, batch) is actions
                 else:
                     with pytest.raises(ValueError, match="outside"):
-                        check_actions(space, actions, 2)
+                        check_actions(space, actions, batch)
 
 
 def test_bad_box_and_nested_actions():
