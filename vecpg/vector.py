@@ -66,6 +66,7 @@ from workers.shared_layout import (
     spec_or_none,
     take_rows,
 )
+from workers.step_bell import BellRinger, bell_supported
 
 # How long a waiting process polls (yielding its core between polls) before it blocks.
 # Blocking costs a wakeup: ~8 us when the waker shares the core, 50-80 us across cores on
@@ -79,7 +80,6 @@ from workers.shared_layout import (
 # spinning 50 us): CartPole x32 +14%, 84x84x4 images x16 +30%, BusyEnv 100 us x32 +6%.
 _LONG_SPIN_SECONDS = 1e-3
 _SHORT_SPIN_SECONDS = 50e-6  # workers that outnumber the cores
-_STEP_ALL_MESSAGE = protocol.frame(protocol.STEP_ALL)  # a sync step with shared actions
 
 
 class AsyncBatch(NamedTuple):
@@ -230,6 +230,7 @@ class SubprocVectorEnv(VectorEnv):
         self._spin_seconds, self._worker_spin_seconds = spin_seconds_for(
             wait, self.num_workers, usable_cores()
         )
+        self._step_bell = bell_supported()
         self._build_shared_memory(shared_memory)
         self._start_workers(context, daemon, step_timeout, cpu_affinity)
 
@@ -263,6 +264,9 @@ class SubprocVectorEnv(VectorEnv):
         fields = [
             Field(name, ArraySpec((), np.dtype(dtype)), (n,)) for name, dtype in scalar.items()
         ]
+        # The step bell of each worker process and its "blocked on the pipe" flag.
+        for name in ("step_bells", "workers_asleep"):
+            fields.append(Field(name, ArraySpec((), np.dtype(np.int64)), (self.num_workers,)))
         hand_out = False
         if observation_spec is not None:
             fields.append(Field("observations", observation_spec, (n,)))
@@ -286,7 +290,7 @@ class SubprocVectorEnv(VectorEnv):
             else None
         )
         self._target_slot = -1  # where the workers write observations (see _target_observations)
-        self._slot_choice = self._arrays.get("observation_slot")  # [1]: the slot the workers fill
+        self._slot_choice: Any = self._arrays.get("observation_slot")  # [1]: the slot to fill
         self._observations_shared = observation_spec is not None
         self._actions_shared = action_spec is not None
         # The actions as one shared array, or None (a Dict/Tuple space: written leaf by leaf).
@@ -345,6 +349,7 @@ class SubprocVectorEnv(VectorEnv):
                 autoreset_mode=self.autoreset_mode.value,
                 info_mode=self.info_mode,
                 spin_seconds=self._worker_spin_seconds,
+                step_bell=self._step_bell,
                 parent_pid=os.getpid(),
                 observation_space=self.single_observation_space,
                 action_space=self.single_action_space,
@@ -353,7 +358,15 @@ class SubprocVectorEnv(VectorEnv):
             )
             for w, (start, stop) in enumerate(self._worker_ranges)
         ]
-        self._pool = WorkerPool(specs, mp_context, self._shared_buffer, daemon, step_timeout)
+        bell = BellRinger(self._arrays["step_bells"], self._arrays["workers_asleep"])
+        self._pool = WorkerPool(
+            specs,
+            mp_context,
+            self._shared_buffer,
+            daemon,
+            step_timeout,
+            bell=bell if self._step_bell else None,
+        )
 
     # ------------------------------------------------------------------ public extensions
 
@@ -496,7 +509,7 @@ class SubprocVectorEnv(VectorEnv):
             self._write_actions(actions, slice(None))
             # One message to every worker (the parent's share is stepped in it); a sync step
             # is tracked by _sync_call_pending.
-            self._guarded(self._require_pool().send_all, _STEP_ALL_MESSAGE)
+            self._guarded(self._require_pool().step_all)
         else:
             per_env = self._split_actions(actions, self.num_envs)
             for w, (start, stop) in enumerate(self._worker_ranges):

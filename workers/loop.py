@@ -30,6 +30,7 @@ import numpy as np
 from workers import protocol
 from workers.protocol import Failure, InfoEntry, Reply, WorkerSpec
 from workers.shared_layout import Layout, read_row, split_first_axis, write_row
+from workers.step_bell import FIRST_SLEEP_MS, StepBell
 
 _PARENT_CHECK_MS = 1000
 _DONE = protocol.frame(protocol.DONE)
@@ -284,18 +285,50 @@ def _parent_alive(parent_pid: int) -> bool:
     return True
 
 
-def _receive(fd: int, poller: select.poll, spec: WorkerSpec) -> tuple[bytes, bytes]:
-    """Wait for the next command: poll for ``spin_seconds``, then block with liveness checks."""
+_RUNG = (protocol.STEP_ALL, b"")  # what a ring of the step bell means
+
+
+def _receive(
+    fd: int, poller: select.poll, spec: WorkerSpec, bell: StepBell | None
+) -> tuple[bytes, bytes]:
+    """Wait for the next command: poll for ``spin_seconds``, then block with liveness checks.
+
+    With a step ``bell``, a sync step comes as a ring of the bell instead of a message
+    (see :mod:`workers.step_bell`); a ``BELL`` message only says to look at the bell.
+    """
     if spec.spin_seconds > 0:
         deadline = time.perf_counter() + spec.spin_seconds
         while time.perf_counter() < deadline:
+            if bell is not None and bell.rung():
+                return _RUNG
             if poller.poll(0):
-                return protocol.read_message(fd)
+                message = protocol.read_message(fd)
+                if message[0] != protocol.BELL:
+                    return message
+                if bell is not None and bell.rung():
+                    return _RUNG
+                continue  # a BELL for a ring already taken
             os.sched_yield()
-    while not poller.poll(_PARENT_CHECK_MS):
-        if not _parent_alive(spec.parent_pid):
-            raise _ParentGone
-    return protocol.read_message(fd)
+    if bell is None:
+        while not poller.poll(_PARENT_CHECK_MS):
+            if not _parent_alive(spec.parent_pid):
+                raise _ParentGone
+        return protocol.read_message(fd)
+    bell.set_asleep(True)
+    try:
+        wait_ms = FIRST_SLEEP_MS
+        while True:
+            if bell.rung():
+                return _RUNG
+            if poller.poll(wait_ms):
+                message = protocol.read_message(fd)
+                if message[0] != protocol.BELL:
+                    return message
+            elif wait_ms == _PARENT_CHECK_MS and not _parent_alive(spec.parent_pid):
+                raise _ParentGone
+            wait_ms = _PARENT_CHECK_MS
+    finally:
+        bell.set_asleep(False)
 
 
 def start_runner(spec: WorkerSpec, shared_buffer: Any) -> EnvRunner:
@@ -371,11 +404,15 @@ def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any
 
             psutil.Process().cpu_affinity([spec.cpu])
         runner = start_runner(spec, shared_buffer)
+        bell = None
+        if spec.step_bell:
+            arrays = runner.arrays
+            bell = StepBell(arrays["step_bells"], arrays["workers_asleep"], spec.worker_index)
         protocol.write_message(fd, _DONE)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         while True:
-            answer = handle(runner, *_receive(fd, poller, spec))
+            answer = handle(runner, *_receive(fd, poller, spec, bell))
             if answer is None:
                 return
             protocol.write_message(fd, answer)

@@ -8,6 +8,7 @@ optionally followed by a pickled payload:
 tag       direction   meaning
 ========  ==========  ======================================================
 ``S``     to worker   step every env of the worker (a sync step)
+``B``     to worker   look at the step bell (:mod:`workers.step_bell`): a sync step
 ``s``     to worker   step the envs whose ``step_mask`` row is set (async steps)
 ``r``     to worker   reset: payload ``(seeds, options, mask)`` for its envs
 ``c``     to worker   call: payload ``(name, args, kwargs)``
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STEP_ALL = b"S"
+BELL = b"B"
 STEP = b"s"
 RESET = b"r"
 CALL = b"c"
@@ -104,6 +106,7 @@ class WorkerSpec:
     autoreset_mode: str  # gymnasium AutoresetMode value: "NextStep", "SameStep", "Disabled"
     info_mode: str  # one of INFO_MODES
     spin_seconds: float  # how long to poll before blocking while waiting for a command
+    step_bell: bool  # sync steps come as a ring of the shared step bell (workers.step_bell)
     parent_pid: int
     observation_space: Any  # every env must have exactly these single-env spaces
     action_space: Any

@@ -1,0 +1,153 @@
+"""The step bell: sync steps rung through shared memory, with the pipe as the fallback.
+
+Unit tests drive a worker's wait (``workers.loop._receive``) over a real pipe and a bell on
+plain arrays; the integration tests compare steps against SyncVectorEnv with the bell off
+(as on machines other than x86-64) and with workers that always block (every ring then
+needs a BELL message).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from gymnasium.vector import AutoresetMode
+from test_vector import MODES, run_pair, short_cartpole
+
+import vecpg.vector
+from vecpg import SubprocVectorEnv
+from workers import protocol
+from workers.loop import _receive
+from workers.step_bell import FIRST_SLEEP_MS, BellRinger, StepBell
+
+RUNG = (protocol.STEP_ALL, b"")
+
+
+@pytest.fixture
+def pipe():
+    read_end, write_end = os.pipe()
+    poller = select.poll()
+    poller.register(read_end, select.POLLIN)
+    yield read_end, write_end, poller
+    os.close(read_end)
+    os.close(write_end)
+
+
+def make_bell(num_workers=1, worker=0):
+    rings = np.zeros(num_workers, dtype=np.int64)
+    asleep = np.zeros(num_workers, dtype=np.int64)
+    return rings, asleep, StepBell(rings, asleep, worker)
+
+
+def spec(spin_seconds):
+    return SimpleNamespace(spin_seconds=spin_seconds, parent_pid=os.getpid())
+
+
+@pytest.mark.parametrize("spin_seconds", [1e-3, 0.0])
+def test_a_ring_is_a_sync_step_and_is_taken_once(pipe, spin_seconds):
+    read_end, write_end, poller = pipe
+    rings, _, bell = make_bell()
+    rings[0] = 1
+    assert _receive(read_end, poller, spec(spin_seconds), bell) == RUNG
+    # The same ring again is nothing new: the next command comes from the pipe.
+    os.write(write_end, protocol.frame(protocol.CALL, b"payload"))
+    assert _receive(read_end, poller, spec(spin_seconds), bell) == (protocol.CALL, b"payload")
+
+
+@pytest.mark.parametrize("spin_seconds", [1e-3, 0.0])
+def test_a_bell_message_for_a_ring_already_taken_is_skipped(pipe, spin_seconds):
+    read_end, write_end, poller = pipe
+    rings, _, bell = make_bell()
+    rings[0] = 1
+    assert bell.rung()  # the worker took the ring on its last look before blocking
+    os.write(write_end, protocol.frame(protocol.BELL))  # the parent saw it asleep
+    os.write(write_end, protocol.frame(protocol.RESET, b"seeds"))
+    assert _receive(read_end, poller, spec(spin_seconds), bell) == (protocol.RESET, b"seeds")
+
+
+def test_a_blocked_worker_raises_its_flag_and_wakes_on_a_bell_message(pipe):
+    read_end, write_end, _ = pipe
+    rings, asleep, bell = make_bell()
+    flags_while_waiting = []
+
+    class RingingPoller:
+        """Stands for the parent: while the worker blocks, ring and send BELL (it sleeps)."""
+
+        def poll(self, timeout_ms):
+            flags_while_waiting.append(int(asleep[0]))
+            rings[0] += 1
+            os.write(write_end, protocol.frame(protocol.BELL))
+            return [(read_end, select.POLLIN)]
+
+    assert _receive(read_end, RingingPoller(), spec(0.0), bell) == RUNG
+    assert flags_while_waiting == [1]
+    assert asleep[0] == 0
+
+
+def test_a_lost_ring_is_found_after_the_first_short_sleep(pipe):
+    read_end, _, _ = pipe
+    rings, _, bell = make_bell()
+    timeouts = []
+
+    class LostRingPoller:
+        """The parent rang but missed the raised flag: no BELL message ever arrives."""
+
+        def poll(self, timeout_ms):
+            timeouts.append(timeout_ms)
+            rings[0] += 1
+            return []
+
+    assert _receive(read_end, LostRingPoller(), spec(0.0), bell) == RUNG
+    assert timeouts == [FIRST_SLEEP_MS]
+
+
+def test_the_ringer_rings_every_bell_and_names_the_sleepers():
+    rings = np.zeros(3, dtype=np.int64)
+    asleep = np.array([0, 1, 0], dtype=np.int64)
+    ringer = BellRinger(rings, asleep)
+    bells = [StepBell(rings, asleep, worker) for worker in range(3)]
+    assert ringer.ring() == [1]
+    assert rings.tolist() == [1, 1, 1]
+    assert [bell.rung() for bell in bells] == [True] * 3
+    asleep[:] = [1, 0, 1]
+    assert ringer.ring() == [0, 2]
+    assert [bell.rung() for bell in bells] == [True] * 3
+    assert [bell.rung() for bell in bells] == [False] * 3
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_matches_sync_without_the_bell(monkeypatch, mode):
+    """The path of machines other than x86-64: every sync step as a pipe message."""
+    monkeypatch.setattr(vecpg.vector, "bell_supported", lambda: False)
+    run_pair(short_cartpole, num_envs=5, steps=120, mode=mode, num_workers=2)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_matches_sync_when_workers_always_block(mode):
+    """Workers that never spin are asleep at every ring: each step needs a BELL message."""
+    run_pair(short_cartpole, num_envs=5, steps=120, mode=mode, num_workers=2, wait="block")
+
+
+def test_async_steps_and_resets_between_rung_steps():
+    """Pipe commands and rings interleave: a stale BELL must not turn into a step."""
+    with SubprocVectorEnv(
+        [short_cartpole] * 4,
+        num_workers=2,
+        batch_size=2,
+        wait="block",
+        autoreset_mode=AutoresetMode.NEXT_STEP,
+    ) as envs:
+        assert envs._pool._bell is not None or not vecpg.vector.bell_supported()
+        envs.reset(seed=0)
+        actions = np.zeros(4, dtype=np.int64)
+        for _ in range(20):
+            envs.step(actions)
+            envs.send(actions[:2], env_ids=[0, 3])
+            batch = envs.recv()
+            assert sorted(batch.env_ids.tolist()) == [0, 3]
+            envs.reset(seed=1)
+        lengths = envs.call("_elapsed_steps")
+        assert lengths == (0, 0, 0, 0)
