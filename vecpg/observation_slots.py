@@ -10,8 +10,8 @@ Instead, the vector env keeps ``K`` spare observation batches ("slots") in share
 Before a step it picks a slot the caller no longer uses, the workers write the step's
 observations straight into it, and the caller gets arrays over that slot. A slot is in use
 while any array handed out over it, or any view of those, is alive: each hand-out wraps
-every leaf of the slot in a fresh root array (``np.frombuffer`` of a new memoryview), and
-numpy makes every view of the returned array keep that root alive as its ``base``
+every leaf of the slot in a fresh root array (``np.asarray`` of a memoryview), and numpy
+makes every view of the returned array keep that root alive as its ``base``
 (``torch.from_numpy`` too, through the array). So when the weak references to all roots
 are dead, nothing can see the slot any more and it may be overwritten. When the caller
 holds on to all ``K`` slots (e.g. it keeps every batch in a list), the step falls back to
@@ -60,13 +60,10 @@ class ObservationSlots:
     def __init__(self, slots: Any) -> None:
         self._trees = split_first_axis(slots)
         self.num_slots = len(self._trees)
-        # Per slot, each leaf's (memoryview, dtype, shape), made once: a hand-out then
-        # costs one np.frombuffer per leaf (~1 µs a step for one array, against ~4 µs
-        # for walking the tree and making the memoryviews each time).
-        self._leaves = [
-            [(array.data, array.dtype, array.shape) for array in leaves(tree)]
-            for tree in self._trees
-        ]
+        # Per slot, each leaf's shaped memoryview, made once: a hand-out then costs one
+        # np.asarray per leaf (~1 µs warm, against ~1.8 µs for np.frombuffer and a
+        # reshape, and ~4 µs for walking the tree and making the memoryviews each time).
+        self._leaves = [[memoryview(array) for array in leaves(tree)] for tree in self._trees]
         self._single_array = isinstance(self._trees[0], np.ndarray)
         # Weak references to the roots of each slot's last hand-out.
         self._roots: list[list[weakref.ref]] = [[] for _ in range(self.num_slots)]
@@ -90,15 +87,13 @@ class ObservationSlots:
             raise ValueError(f"slot {slot} is still held by arrays handed out before")
         roots: list[weakref.ref] = []
         arrays = []
-        for view, dtype, shape in self._leaves[slot]:
-            if not view.nbytes:
-                arrays.append(np.zeros(shape, dtype))
-                continue
-            # Over the memoryview, not the slot's ndarray: given the ndarray, frombuffer
-            # would make that array, shared by every hand-out, the base of all the views.
-            root = np.frombuffer(view, dtype=dtype)
-            roots.append(weakref.ref(root))
-            arrays.append(root.reshape(shape))
+        for view in self._leaves[slot]:
+            # Over the memoryview, not the slot's ndarray: a view of the ndarray would have
+            # that array, shared by every hand-out, as its base, and so would all its views.
+            root = np.asarray(view)
+            if root.size:
+                roots.append(weakref.ref(root))
+            arrays.append(root)
         self._roots[slot] = roots
         if self._single_array:
             return arrays[0]
