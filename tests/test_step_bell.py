@@ -21,7 +21,7 @@ import vecpg.vector
 from vecpg import SubprocVectorEnv
 from workers import protocol
 from workers.loop import _receive
-from workers.step_bell import FIRST_SLEEP_MS, BellRinger, StepBell
+from workers.step_bell import FIRST_SLEEP_MS, BellRinger, StepBell, bell_fields, bell_supported
 
 RUNG = (protocol.STEP_ALL, b"")
 
@@ -36,10 +36,16 @@ def pipe():
     os.close(write_end)
 
 
-def make_bell(num_workers=1, worker=0):
-    rings = np.zeros(num_workers, dtype=np.int64)
-    asleep = np.zeros(num_workers, dtype=np.int64)
-    return rings, asleep, StepBell(rings, asleep, worker)
+def bell_arrays(num_workers=1):
+    """The shared words of ``bell_fields``, as plain arrays."""
+    return {
+        field.name: np.zeros(field.leading_shape, np.int64) for field in bell_fields(num_workers)
+    }
+
+
+def make_bell():
+    arrays = bell_arrays()
+    return arrays["step_bells"], arrays["workers_asleep"], StepBell(arrays, 0)
 
 
 def spec(spin_seconds):
@@ -105,10 +111,11 @@ def test_a_lost_ring_is_found_after_the_first_short_sleep(pipe):
 
 
 def test_the_ringer_rings_every_bell_and_names_the_sleepers():
-    rings = np.zeros(3, dtype=np.int64)
-    asleep = np.array([0, 1, 0], dtype=np.int64)
-    ringer = BellRinger(rings, asleep)
-    bells = [StepBell(rings, asleep, worker) for worker in range(3)]
+    arrays = bell_arrays(3)
+    rings, asleep = arrays["step_bells"], arrays["workers_asleep"]
+    asleep[:] = [0, 1, 0]
+    ringer = BellRinger(arrays)
+    bells = [StepBell(arrays, worker) for worker in range(3)]
     assert ringer.ring() == [1]
     assert rings.tolist() == [1, 1, 1]
     assert [bell.rung() for bell in bells] == [True] * 3
@@ -151,3 +158,49 @@ def test_async_steps_and_resets_between_rung_steps():
             envs.reset(seed=1)
         lengths = envs.call("_elapsed_steps")
         assert lengths == (0, 0, 0, 0)
+
+
+def test_answers_go_through_the_word_unless_the_parent_sleeps():
+    arrays = bell_arrays(2)
+    ringer = BellRinger(arrays)
+    bells = [StepBell(arrays, worker) for worker in range(2)]
+    ringer.ring()
+    assert [bell.rung() for bell in bells] == [True, True]
+    assert not ringer.answered(0) and not ringer.answered(1)
+    assert bells[0].answer()
+    assert ringer.answered(0) and not ringer.answered(1)
+    ringer.set_parent_asleep(True)
+    assert not bells[1].answer()  # the worker must use the pipe: the parent blocks on it
+    assert not ringer.answered(1)
+    ringer.set_parent_asleep(False)
+    # An answer to an earlier ring is no answer to the next one.
+    ringer.ring()
+    assert not ringer.answered(0)
+
+
+@pytest.mark.skipif(not bell_supported(), reason="the bell is used on x86-64 only")
+def test_a_blocked_parent_looks_again_after_its_first_short_wait():
+    """A worker's answer may not be visible when the parent's first wait starts."""
+    with SubprocVectorEnv(
+        [short_cartpole] * 2, num_workers=1, parent_share=False, wait="block"
+    ) as envs:
+        pool = envs._pool
+        real_poller = pool._poller
+        timeouts = []
+
+        class HidingPoller:
+            """Hides whatever the first, short wait would have seen."""
+
+            def poll(self, timeout_ms):
+                timeouts.append(timeout_ms)
+                return [] if timeout_ms == FIRST_SLEEP_MS else real_poller.poll(timeout_ms)
+
+        pool._poller = HidingPoller()
+        try:
+            envs.reset(seed=0)
+            for _ in range(5):
+                assert envs.step(np.zeros(2, dtype=np.int64))[1].tolist() == [1.0, 1.0]
+        finally:
+            pool._poller = real_poller
+        assert FIRST_SLEEP_MS in timeouts
+        assert envs._arrays["parent_asleep"][0] == 0  # lowered again after every wait

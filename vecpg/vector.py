@@ -66,7 +66,7 @@ from workers.shared_layout import (
     spec_or_none,
     take_rows,
 )
-from workers.step_bell import BellRinger, bell_supported
+from workers.step_bell import BellRinger, bell_fields, bell_supported
 
 # How long a waiting process polls (yielding its core between polls) before it blocks.
 # Blocking costs a wakeup: ~8 us when the waker shares the core, 50-80 us across cores on
@@ -264,9 +264,7 @@ class SubprocVectorEnv(VectorEnv):
         fields = [
             Field(name, ArraySpec((), np.dtype(dtype)), (n,)) for name, dtype in scalar.items()
         ]
-        # The step bell of each worker process and its "blocked on the pipe" flag.
-        for name in ("step_bells", "workers_asleep"):
-            fields.append(Field(name, ArraySpec((), np.dtype(np.int64)), (self.num_workers,)))
+        fields += bell_fields(self.num_workers)
         hand_out = False
         if observation_spec is not None:
             fields.append(Field("observations", observation_spec, (n,)))
@@ -358,7 +356,7 @@ class SubprocVectorEnv(VectorEnv):
             )
             for w, (start, stop) in enumerate(self._worker_ranges)
         ]
-        bell = BellRinger(self._arrays["step_bells"], self._arrays["workers_asleep"])
+        bell = BellRinger(self._arrays)
         self._pool = WorkerPool(
             specs,
             mp_context,

@@ -2,16 +2,18 @@
 
 Signalling design (the per-step cost that decides whether subprocesses pay at all):
 
-* One pipe per worker, at most one message each way per worker per step: the parent starts
-  a sync step by ringing each worker's step bell, a sequence number in shared memory that a
-  spinning worker sees without a system call (:mod:`workers.step_bell`; on x86-64, and a
-  5-byte ``S`` message elsewhere or to a worker blocked on its pipe), and reads a 5-byte
-  ``k`` back. Actions, observations, rewards, flags, final observations and episode
+* One pipe per worker, at most one message each way per worker per step, and none for a
+  plain sync step on x86-64: the parent rings each worker's step bell (a sequence number
+  in shared memory that a spinning worker sees without a system call) and the worker
+  answers by storing that number in its answer word, which the spinning parent sees the
+  same way (:mod:`workers.step_bell`). A process blocked on its pipe, a step with infos to
+  report, a failure, and every other command use 5-byte messages (``S`` to step, ``k``
+  for done). Actions, observations, rewards, flags, final observations and episode
   statistics are already in shared memory, so nothing is pickled on the hot path; a worker
   sends a pickled payload only when it has non-empty infos (in ``infos="full"`` mode) or
-  observations of a space with no shared layout. The bell took the parent's ``write`` and
-  the worker's ``poll`` and ``read`` (~3 µs) off the critical path: 84x84x4 x16 +5.4%
-  (paired ratio of 11 alternating windows in one process; CartPole-v1 x32 unchanged).
+  observations of a space with no shared layout. The bell took a ``write``, a ``poll`` and
+  a ``read`` per direction (~3 µs each) off the critical path: 84x84x4 x16 +8.2% (paired
+  ratio of 11 alternating windows in one process), CartPole-v1 x32 unchanged.
 * Waiting is ``select.poll`` on the workers' pipes with one persistent poll object (a
   ``multiprocessing.connection.wait`` call builds a selector each time and costs ~10x more).
   With ``spin_seconds > 0`` the waiter first polls without blocking for that long, calling
@@ -20,9 +22,9 @@ Signalling design (the per-step cost that decides whether subprocesses pay at al
   2-vCPU development VM (a halted virtual CPU must be woken by the hypervisor). Yielding
   makes the spin cheap for a process that has work: when processes outnumber cores, the
   spinner gives its turn away at once. The vector env picks the bound (``wait="auto"``).
-* The parent's own path through a sync step is kept flat: one broadcast (:meth:`send_all`:
-  a write per worker, then the parent's share stepped in place) and one ``poll`` that
-  takes every answer already there (:meth:`collect`). After the parent has stepped its
+* The parent's own path through a sync step is kept flat: one broadcast (:meth:`step_all`:
+  a ring per worker, then the parent's share stepped in place) and one look that takes
+  every answer already there (:meth:`collect`). After the parent has stepped its
   share its caches are cold, and there every layer of Python calls shows: the layered
   path cost ~10 µs more per step than a hand-written loop (84x84x4 images x16: 97 vs
   76 µs a step); the flat one is within ~2 µs of it.
@@ -31,7 +33,7 @@ Signalling design (the per-step cost that decides whether subprocesses pay at al
   once as end-of-file on its pipe.
 
 Measured on the 2-core development machine: a step of one worker process hosting one env
-that does nothing costs ~27 µs with the bell and ~32 µs without (parent and worker both
+that does nothing costs ~22 µs with the bell and ~27 µs without (parent and worker both
 counted, the whole ``step`` call included); CartPole-v1 x32 with one worker runs
 at 0.97x SyncVectorEnv, i.e. the layer costs ~3% when it cannot gain from parallelism. See
 ``benchmarks/README.md`` for the full grid.
@@ -50,7 +52,7 @@ from vecpg.errors import WorkerError, WorkerTimeoutError
 from workers import protocol
 from workers.loop import EnvRunner, failure_frame, handle, start_runner, worker_main
 from workers.protocol import Failure, WorkerSpec
-from workers.step_bell import BellRinger
+from workers.step_bell import FIRST_SLEEP_MS, BellRinger
 
 _LIVENESS_CHECK_S = 1.0
 _STEP_ALL_MESSAGE = protocol.frame(protocol.STEP_ALL)
@@ -125,6 +127,7 @@ class WorkerPool:
         self.specs = specs
         self.timeout = timeout
         self._bell = bell
+        self._ring_pending = False  # answers to the last ring may come as shared words
         self.processes: list[Any] = []
         self.connections: list[Any] = []
         self._fds: list[int] = []
@@ -195,6 +198,7 @@ class WorkerPool:
         if self._bell is None:
             self.send_all(_STEP_ALL_MESSAGE)
             return
+        self._ring_pending = True
         for worker in self._bell.ring():  # the ones blocked on their pipe
             try:
                 protocol.write_message(self._fds[worker], _BELL_MESSAGE)
@@ -228,15 +232,14 @@ class WorkerPool:
             pending.discard(local)
         limit = self.timeout if timeout is None else timeout
         while pending:
-            # Answers that are already there cost one poll, without the spin's bookkeeping:
+            # Answers that are already there cost one look, without the spin's bookkeeping:
             # the usual case once the parent has stepped its own share.
-            for fd, _ in self._poller.poll(0):
-                worker = self._worker_of_fd[fd]
-                if worker in pending:
-                    replies[worker] = self.receive(worker)
-                    pending.discard(worker)
+            for worker in self._ready(pending, 0.0):
+                replies[worker] = self.receive(worker)
+                pending.discard(worker)
             if pending:
                 self.wait_any(pending, timeout=limit, spin_seconds=spin_seconds, phase=phase)
+        self._ring_pending = False
         return replies
 
     def wait_any(
@@ -257,8 +260,32 @@ class WorkerPool:
                 os.sched_yield()
         limit = self.timeout if timeout is None else timeout
         started = time.monotonic()
+        # Blocked, the parent needs the workers' answers to a ring as pipe messages: raise
+        # the flag that tells them (workers.step_bell). The first wait is short, in case an
+        # answer was stored in its word as the flag went up.
+        sleeping = self._ring_pending
+        first_wait_s: float | None = FIRST_SLEEP_MS / 1000.0 if sleeping else None
+        if sleeping:
+            assert self._bell is not None
+            self._bell.set_parent_asleep(True)
+        try:
+            return self._block_until_ready(workers, limit, started, first_wait_s, phase)
+        finally:
+            if sleeping:
+                assert self._bell is not None
+                self._bell.set_parent_asleep(False)
+
+    def _block_until_ready(
+        self,
+        workers: set[int],
+        limit: float | None,
+        started: float,
+        first_wait_s: float | None,
+        phase: str,
+    ) -> list[int]:
         while True:
-            wait_s = _LIVENESS_CHECK_S
+            wait_s = _LIVENESS_CHECK_S if first_wait_s is None else first_wait_s
+            first_wait_s = None
             if limit is not None:
                 wait_s = min(wait_s, max(0.0, limit - (time.monotonic() - started)))
             ready = self._ready(workers, wait_s)
@@ -276,20 +303,28 @@ class WorkerPool:
                 )
 
     def _ready(self, workers: set[int], timeout_s: float) -> list[int]:
+        """Those of ``workers`` with an answer: local, in a shared word, or in a pipe."""
         ready = []
         local = len(self.processes)
         if local in workers and self.local is not None and self.local.answer is not None:
             ready.append(local)
-            timeout_s = 0.0
-        events = self._poller.poll(timeout_s * 1000.0)
+        if self._ring_pending:
+            assert self._bell is not None
+            answered = self._bell.answered
+            ready += [worker for worker in workers if worker < local and answered(worker)]
+        events = self._poller.poll(0.0 if ready else timeout_s * 1000.0)
         for fd, _ in events:
             worker = self._worker_of_fd[fd]
-            if worker in workers:
+            if worker in workers and worker not in ready:
                 ready.append(worker)
         return ready
 
     def receive(self, worker: int) -> Any:
         """Read one answer from ``worker`` (which must have one); raise its failure."""
+        if self._ring_pending and worker < len(self.processes):
+            assert self._bell is not None
+            if self._bell.answered(worker):
+                return None  # a bare "done" through the shared word
         if worker == len(self.processes):
             assert self.local is not None
             tag, payload = self.local.take_answer()

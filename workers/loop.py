@@ -404,17 +404,17 @@ def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any
 
             psutil.Process().cpu_affinity([spec.cpu])
         runner = start_runner(spec, shared_buffer)
-        bell = None
-        if spec.step_bell:
-            arrays = runner.arrays
-            bell = StepBell(arrays["step_bells"], arrays["workers_asleep"], spec.worker_index)
+        bell = StepBell(runner.arrays, spec.worker_index) if spec.step_bell else None
         protocol.write_message(fd, _DONE)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         while True:
-            answer = handle(runner, *_receive(fd, poller, spec, bell))
+            command = _receive(fd, poller, spec, bell)
+            answer = handle(runner, *command)
             if answer is None:
                 return
+            if answer is _DONE and command is _RUNG and bell is not None and bell.answer():
+                continue  # answered through the shared word
             protocol.write_message(fd, answer)
     except (_ParentGone, EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the parent is gone or closed the pipe: nothing to report to

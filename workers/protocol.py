@@ -14,7 +14,7 @@ tag       direction   meaning
 ``c``     to worker   call: payload ``(name, args, kwargs)``
 ``a``     to worker   set attribute: payload ``(name, values)``
 ``x``     to worker   close the envs and exit
-``k``     to parent   done, nothing else to report (the hot path)
+``k``     to parent   done, nothing else to report (a rung step answers in shared memory)
 ``p``     to parent   done, payload :class:`Reply` or call results
 ``e``     to parent   failed, payload :class:`Failure`; the worker then exits
 ========  ==========  ======================================================
