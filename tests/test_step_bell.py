@@ -182,8 +182,9 @@ def test_answers_go_through_the_word_unless_the_parent_sleeps():
 def test_a_blocked_parent_looks_again_after_its_first_short_wait():
     """A worker's answer may not be visible when the parent's first wait starts."""
     with SubprocVectorEnv(
-        [short_cartpole] * 2, num_workers=1, parent_share=False, wait="block"
+        [short_cartpole] * 2, num_workers=1, parent_share=False, wait="spin"
     ) as envs:
+        envs._spin_seconds = 0.0  # a parent that spins in general, but blocks at once here
         pool = envs._pool
         real_poller = pool._poller
         timeouts = []
@@ -204,3 +205,15 @@ def test_a_blocked_parent_looks_again_after_its_first_short_wait():
             pool._poller = real_poller
         assert FIRST_SLEEP_MS in timeouts
         assert envs._arrays["parent_asleep"][0] == 0  # lowered again after every wait
+
+
+@pytest.mark.skipif(not bell_supported(), reason="the bell is used on x86-64 only")
+def test_a_parent_without_a_core_gets_every_answer_through_the_pipe():
+    """wait="block": the parent's flag stays up, so no answer waits in a word for it."""
+    with SubprocVectorEnv([short_cartpole] * 2, num_workers=1, wait="block") as envs:
+        envs.reset(seed=0)
+        for _ in range(5):
+            envs.step(np.zeros(2, dtype=np.int64))
+        assert envs._arrays["parent_asleep"][0] == 1
+        assert envs._arrays["step_answers"][0] == 0
+        assert envs._arrays["step_bells"][0] == 5

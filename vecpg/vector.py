@@ -356,7 +356,7 @@ class SubprocVectorEnv(VectorEnv):
             )
             for w, (start, stop) in enumerate(self._worker_ranges)
         ]
-        bell = BellRinger(self._arrays)
+        bell = BellRinger(self._arrays, parent_blocks=self._spin_seconds == 0)
         self._pool = WorkerPool(
             specs,
             mp_context,

@@ -263,17 +263,16 @@ class WorkerPool:
         # Blocked, the parent needs the workers' answers to a ring as pipe messages: raise
         # the flag that tells them (workers.step_bell). The first wait is short, in case an
         # answer was stored in its word as the flag went up.
-        sleeping = self._ring_pending
-        first_wait_s: float | None = FIRST_SLEEP_MS / 1000.0 if sleeping else None
-        if sleeping:
-            assert self._bell is not None
-            self._bell.set_parent_asleep(True)
+        bell = self._bell if self._ring_pending else None
+        sleeper = bell if bell is not None and not bell.parent_blocks else None
+        first_wait_s = None if sleeper is None else FIRST_SLEEP_MS / 1000.0
+        if sleeper is not None:
+            sleeper.set_parent_asleep(True)
         try:
             return self._block_until_ready(workers, limit, started, first_wait_s, phase)
         finally:
-            if sleeping:
-                assert self._bell is not None
-                self._bell.set_parent_asleep(False)
+            if sleeper is not None:
+                sleeper.set_parent_asleep(False)
 
     def _block_until_ready(
         self,

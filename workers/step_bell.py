@@ -103,15 +103,20 @@ class BellRinger:
 
     Args:
         arrays: the shared arrays, with the fields of :func:`bell_fields`.
+        parent_blocks: the parent never spins (it has no core of its own): its flag stays
+            up, so every answer comes through the pipe and it never needs a short first
+            wait (a wake-up that would take a core from a worker).
     """
 
-    def __init__(self, arrays: dict[str, Any]) -> None:
+    def __init__(self, arrays: dict[str, Any], parent_blocks: bool = False) -> None:
         self._rings = arrays["step_bells"].data
         self._asleep = arrays["workers_asleep"].data
         self._answers = arrays["step_answers"].data
         self._parent_asleep = arrays["parent_asleep"].data
         self._count = len(self._rings)
         self._sequence = 0
+        self.parent_blocks = parent_blocks
+        self._parent_asleep[0] = int(parent_blocks)
 
     def ring(self) -> list[int]:
         """Ring every bell; return the workers that sleep and need a ``BELL`` message."""
