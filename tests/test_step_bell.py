@@ -1,21 +1,24 @@
 """The step bell: sync steps rung through shared memory, with the pipe as the fallback.
 
 Unit tests drive a worker's wait (``workers.loop._receive``) over a real pipe and a bell on
-plain arrays; the integration tests compare steps against SyncVectorEnv with the bell off
-(as on machines other than x86-64) and with workers that always block (every ring then
-needs a BELL message).
+plain arrays, and the word-or-pipe rule of answers; the integration tests compare steps
+against SyncVectorEnv with the bell off (as on machines other than x86-64) and with
+workers asleep at some rings (each then needs a BELL message), and check the parent's two
+ways of waiting: a short first wait when it spins, answers through the pipe when it never
+does.
 """
 
 from __future__ import annotations
 
 import os
 import select
+import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from gymnasium.vector import AutoresetMode
-from test_vector import MODES, run_pair, short_cartpole
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
+from test_vector import MODES, assert_tree_equal, run_pair, short_cartpole
 
 import vecpg.vector
 from vecpg import SubprocVectorEnv
@@ -132,10 +135,26 @@ def test_matches_sync_without_the_bell(monkeypatch, mode):
     run_pair(short_cartpole, num_envs=5, steps=120, mode=mode, num_workers=2)
 
 
-@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
-def test_matches_sync_when_workers_always_block(mode):
-    """Workers that never spin are asleep at every ring: each step needs a BELL message."""
-    run_pair(short_cartpole, num_envs=5, steps=120, mode=mode, num_workers=2, wait="block")
+@pytest.mark.skipif(not bell_supported(), reason="the bell is used on x86-64 only")
+def test_matches_sync_when_workers_sleep_between_steps(monkeypatch):
+    """Rings to workers whose spin ran out: each needs a BELL message through the pipe."""
+    fns = [short_cartpole] * 4
+    ours = SubprocVectorEnv(fns, num_workers=2, wait="spin")
+    reference = SyncVectorEnv(fns)
+    sleepers = []
+    ring = ours._pool._bell.ring
+    monkeypatch.setattr(ours._pool._bell, "ring", lambda: sleepers.append(ring()) or sleepers[-1])
+    try:
+        assert_tree_equal(ours.reset(seed=5), reference.reset(seed=5), "reset")
+        for t in range(40):
+            if t % 10 == 0:
+                time.sleep(0.02)  # not a timing test: lets the workers' 1 ms spin run out
+            actions = np.full(4, t % 2, dtype=np.int64)
+            assert_tree_equal(ours.step(actions), reference.step(actions), f"step {t}")
+    finally:
+        ours.close()
+        reference.close()
+    assert any(sleepers), "no ring found a sleeping worker"
 
 
 def test_async_steps_and_resets_between_rung_steps():
@@ -144,7 +163,7 @@ def test_async_steps_and_resets_between_rung_steps():
         [short_cartpole] * 4,
         num_workers=2,
         batch_size=2,
-        wait="block",
+        wait="spin",
         autoreset_mode=AutoresetMode.NEXT_STEP,
     ) as envs:
         assert envs._pool._bell is not None or not vecpg.vector.bell_supported()
@@ -208,12 +227,26 @@ def test_a_blocked_parent_looks_again_after_its_first_short_wait():
 
 
 @pytest.mark.skipif(not bell_supported(), reason="the bell is used on x86-64 only")
-def test_a_parent_without_a_core_gets_every_answer_through_the_pipe():
-    """wait="block": the parent's flag stays up, so no answer waits in a word for it."""
-    with SubprocVectorEnv([short_cartpole] * 2, num_workers=1, wait="block") as envs:
+def test_a_parent_without_a_core_gets_every_answer_through_the_pipe(monkeypatch):
+    """2 workers on 2 cores: the parent blocks, its flag stays up, no answer waits in a word."""
+    monkeypatch.setattr(vecpg.vector, "usable_cores", lambda: 2)
+    with SubprocVectorEnv([short_cartpole] * 2, num_workers=2) as envs:
+        assert envs.spin_seconds == 0.0
         envs.reset(seed=0)
         for _ in range(5):
             envs.step(np.zeros(2, dtype=np.int64))
         assert envs._arrays["parent_asleep"][0] == 1
-        assert envs._arrays["step_answers"][0] == 0
-        assert envs._arrays["step_bells"][0] == 5
+        assert envs._arrays["step_answers"].tolist() == [0, 0]
+        assert envs._arrays["step_bells"].tolist() == [5, 5]
+
+
+@pytest.mark.parametrize(
+    "wait, num_workers, rung",
+    [("spin", 2, True), ("auto", 2, True), ("auto", 4, False), ("block", 2, False)],
+)
+def test_the_bell_is_used_where_workers_spin_long_enough(monkeypatch, wait, num_workers, rung):
+    """Workers that spin 50 us (outnumbering the cores) or not at all get pipe messages."""
+    monkeypatch.setattr(vecpg.vector, "usable_cores", lambda: 2)
+    with SubprocVectorEnv([short_cartpole] * 4, num_workers=num_workers, wait=wait) as envs:
+        assert (envs._pool._bell is not None) == (rung and bell_supported())
+        assert all(spec.step_bell == (rung and bell_supported()) for spec in envs._pool.specs)

@@ -230,7 +230,10 @@ class SubprocVectorEnv(VectorEnv):
         self._spin_seconds, self._worker_spin_seconds = spin_seconds_for(
             wait, self.num_workers, usable_cores()
         )
-        self._step_bell = bell_supported()
+        # The bell pays where workers spin long enough to catch the next ring; a worker
+        # that spins briefly (or not at all) is asleep at most rings, and a bell would only
+        # add its short first wait (workers.step_bell) to each of its sleeps.
+        self._step_bell = bell_supported() and self._worker_spin_seconds >= _LONG_SPIN_SECONDS
         self._build_shared_memory(shared_memory)
         self._start_workers(context, daemon, step_timeout, cpu_affinity)
 

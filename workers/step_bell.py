@@ -23,6 +23,12 @@ Answers with a payload (infos, pickled observations) and failures always go thro
 pipe, and the parent polls the pipes while it waits, so deaths, failures and timeouts are
 detected as without the bell.
 
+The vector env uses the bell only where workers spin long enough (1 ms) to catch most
+rings: workers that outnumber the cores spin 50 µs, are asleep at most rings, and would
+only pay the short first wait below on each sleep. A parent that never spins (it has no
+core of its own) keeps its flag up for good, so its workers always answer through the
+pipe and it never takes a core from them for a short first wait.
+
 Memory ordering: the parent writes the step's actions before the bell, and the worker reads
 the bell before the actions (and the worker writes the results before its answer, which
 the parent reads first); x86-64 keeps plain loads and stores in those orders. Other
