@@ -359,15 +359,10 @@ class SubprocVectorEnv(VectorEnv):
             )
             for w, (start, stop) in enumerate(self._worker_ranges)
         ]
-        bell = BellRinger(self._arrays, parent_blocks=self._spin_seconds == 0)
-        self._pool = WorkerPool(
-            specs,
-            mp_context,
-            self._shared_buffer,
-            daemon,
-            step_timeout,
-            bell=bell if self._step_bell else None,
-        )
+        bell = None
+        if self._step_bell:
+            bell = BellRinger(self._arrays, parent_blocks=self._spin_seconds == 0)
+        self._pool = WorkerPool(specs, mp_context, self._shared_buffer, daemon, step_timeout, bell)
 
     # ------------------------------------------------------------------ public extensions
 
@@ -508,8 +503,8 @@ class SubprocVectorEnv(VectorEnv):
         self._target_observations(hand_out=True)
         if self._actions_shared:
             self._write_actions(actions, slice(None))
-            # One message to every worker (the parent's share is stepped in it); a sync step
-            # is tracked by _sync_call_pending.
+            # One ring (or message) to every worker, then the parent's share is stepped; a
+            # sync step is tracked by _sync_call_pending.
             self._guarded(self._require_pool().step_all)
         else:
             per_env = self._split_actions(actions, self.num_envs)
