@@ -305,20 +305,17 @@ def _receive(
                 message = protocol.read_message(fd)
                 if message[0] != protocol.BELL:
                     return message
-                if bell is not None and bell.rung():
-                    return _RUNG
-                continue  # a BELL for a ring already taken
+                continue  # the bell is looked at first thing: a stale BELL is skipped
             os.sched_yield()
-    if bell is None:
-        while not poller.poll(_PARENT_CHECK_MS):
-            if not _parent_alive(spec.parent_pid):
-                raise _ParentGone
-        return protocol.read_message(fd)
-    bell.set_asleep(True)
-    try:
+    # Blocked. With a bell, a short first wait finds a ring whose BELL message was lost
+    # (see workers.step_bell); the parent's liveness is checked on the long waits.
+    wait_ms = _PARENT_CHECK_MS
+    if bell is not None:
+        bell.set_asleep(True)
         wait_ms = FIRST_SLEEP_MS
+    try:
         while True:
-            if bell.rung():
+            if bell is not None and bell.rung():
                 return _RUNG
             if poller.poll(wait_ms):
                 message = protocol.read_message(fd)
@@ -328,7 +325,8 @@ def _receive(
                 raise _ParentGone
             wait_ms = _PARENT_CHECK_MS
     finally:
-        bell.set_asleep(False)
+        if bell is not None:
+            bell.set_asleep(False)
 
 
 def start_runner(spec: WorkerSpec, shared_buffer: Any) -> EnvRunner:
