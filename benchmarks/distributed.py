@@ -28,12 +28,12 @@ from typing import Any
 import torch
 
 from vecpg.buffer import RolloutBuffer
-from vecpg.config import resolve_config
+from vecpg.run.config import resolve_config
 from vecpg.distributed import RaySampler, import_ray
 from vecpg.learners import make_learner
 from vecpg.policies import ActorCritic
 from vecpg.sampler import Sampler
-from vecpg.trainer import make_vector_env
+from vecpg.run.trainer import make_vector_env
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
-from vecpg.config import resolve_config
-from vecpg.trainer import Trainer
+from vecpg.run.config import resolve_config
+from vecpg.run.trainer import Trainer
 
 WORKLOADS = {
     "CartPole-v1, MLP 64-64": {"env": "CartPole-v1", "hidden_sizes": [64, 64]},
-    "BusyImageEnv ~1 ms, NatureCNN": {"env": "vecpg.envs:BusyImageEnv"},
+    "BusyImageEnv ~1 ms, NatureCNN": {"env": "vecpg.bench.envs:BusyImageEnv"},
 }
 
 

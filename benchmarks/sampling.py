@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from vecpg import sampling_benchmark
+from vecpg.bench import sampling as sampling_benchmark
 from vecpg.commands import bench
 
 # The points the targets need: CartPole and BusyEnv at 32 envs, images at 16.

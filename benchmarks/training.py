@@ -7,7 +7,7 @@
 Every training run is a fresh child process (``vecpg train ...`` or ``python -c <SB3
 script>``), so Python start-up, imports and env construction count for both tools. Times
 are seconds since the child process started, read from its ``/proc/<pid>/stat`` start
-time the way :mod:`vecpg.metrics` does (the start time is the moment of the parent's
+time the way :mod:`vecpg.run.metrics` does (the start time is the moment of the parent's
 fork, so this is "from Popen"): vecpg's ``time_s`` column of metrics.csv, and the same
 clock in the SB3 script. Runs of all tools are interleaved (seed 1 of every tool, then
 seed 2, ...) so a burst of load from elsewhere hits all of them. torch runs one intra-op
@@ -184,7 +184,7 @@ def zoo_to_vecpg_args(algo: str, total_steps: int | None = None) -> tuple[list[s
 
 
 # The SB3 side, run as `python -c SB3_CHILD '<json spec>'`. Its clock is the one of
-# vecpg.metrics (seconds since the process started), copied so SB3 does not import vecpg.
+# vecpg.run.metrics (seconds since the process started), copied so SB3 does not import vecpg.
 SB3_CHILD = r"""
 import json, os, sys, time
 def _since_start():

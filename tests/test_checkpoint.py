@@ -12,8 +12,8 @@ import pytest
 import torch
 from state_equality import assert_same
 
-from vecpg import checkpoint
-from vecpg.checkpoint import (
+from vecpg.run import checkpoint
+from vecpg.run.checkpoint import (
     CheckpointCallback,
     CheckpointWarning,
     list_checkpoints,
@@ -258,7 +258,7 @@ def test_callback_nonfinite_saves_failure_outside_rotation_and_no_final(tmp_path
 
 def test_health_and_checkpoint_callbacks_together_in_either_order(tmp_path):
     from vecpg.errors import NonFiniteError
-    from vecpg.health import HealthCallback
+    from vecpg.run.health import HealthCallback
 
     for order in ("checkpoint_first", "health_first"):
         run_dir = tmp_path / order
@@ -297,8 +297,8 @@ def test_callback_on_end_after_error_never_rotates_a_nan_state(tmp_path):
 
 
 def make_trainer(run_dir, callbacks, **options):
-    from vecpg.config import resolve_config
-    from vecpg.trainer import Trainer
+    from vecpg.run.config import resolve_config
+    from vecpg.run.trainer import Trainer
 
     values = {"env": "CartPole-v1", "algo": "ppo", "vector": "sync", "seed": 3}
     values.update(num_envs=4, num_steps=64, **options)
@@ -306,7 +306,7 @@ def make_trainer(run_dir, callbacks, **options):
 
 
 def test_real_trainer_state_round_trips_and_training_goes_on(tmp_path):
-    from vecpg.metrics import MetricsCSV
+    from vecpg.run.metrics import MetricsCSV
 
     run_dir = tmp_path / "run"
     saver = CheckpointCallback(1024, keep_last=2)
@@ -346,10 +346,10 @@ def test_rewind_log_drops_rows_after_the_checkpoint_and_half_lines(tmp_path):
 
 KILLED_RUN = """
 import sys
-from vecpg.checkpoint import CheckpointCallback
-from vecpg.config import resolve_config
-from vecpg.metrics import MetricsCSV
-from vecpg.trainer import Trainer
+from vecpg.run.checkpoint import CheckpointCallback
+from vecpg.run.config import resolve_config
+from vecpg.run.metrics import MetricsCSV
+from vecpg.run.trainer import Trainer
 values = dict(env="CartPole-v1", algo="ppo", vector="sync", seed=3, num_envs=4, num_steps=64,
               total_steps=10_000_000)
 Trainer(resolve_config(cli_values=values), sys.argv[1],
@@ -369,7 +369,7 @@ def test_sigkill_between_checkpoints_then_resume(tmp_path):
     import sys
     import time
 
-    from vecpg.metrics import MetricsCSV
+    from vecpg.run.metrics import MetricsCSV
 
     run_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(run_dir)])

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from vecpg.config import ALGO_DEFAULTS, FIELDS, TrainConfig, load_config_file, resolve_config
+from vecpg.run.config import ALGO_DEFAULTS, FIELDS, TrainConfig, load_config_file, resolve_config
 from vecpg.errors import ConfigError
 
 

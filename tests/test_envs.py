@@ -1,4 +1,4 @@
-"""Tests of the synthetic benchmark and fault-injection envs in vecpg.envs."""
+"""Tests of the synthetic benchmark and fault-injection envs in vecpg.bench.envs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
 
 from tests.fresh_python import run_python
-from vecpg.envs import (
+from vecpg.bench.envs import (
     BusyEnv,
     DictTupleEnv,
     FailingEnv,
@@ -183,7 +183,7 @@ def test_failing_env_in_constructor_with_custom_exception():
 @pytest.mark.parametrize(("how", "returncode"), [("exit", 3), ("kill", -signal.SIGKILL)])
 def test_failing_env_can_end_its_process(how, returncode):
     code = (
-        "from vecpg.envs import FailingEnv\n"
+        "from vecpg.bench.envs import FailingEnv\n"
         f"env = FailingEnv(fail_on='step', after=1, how={how!r})\n"
         "env.reset(seed=0); env.step(0); print('stepped', flush=True); env.step(0)\n"
         "print('survived')\n"
@@ -208,7 +208,7 @@ def test_hanging_env_blocks_in_the_chosen_method():
 
 def test_hanging_env_process_ends_promptly_on_sigterm():
     code = (
-        "from vecpg.envs import HangingEnv\n"
+        "from vecpg.bench.envs import HangingEnv\n"
         "print('hanging', flush=True)\n"
         "HangingEnv(hang_on='init', duration_s=600)\n"
     )
@@ -277,7 +277,7 @@ def test_text_env_observations():
 
 def test_import_has_no_side_effects_and_no_torch():
     code = (
-        "import sys, gymnasium, vecpg.envs\n"
+        "import sys, gymnasium, vecpg.bench.envs\n"
         "assert not any(i.startswith('vecpg/') for i in gymnasium.registry), 'registered'\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )

@@ -1,4 +1,4 @@
-"""Tests for vecpg.evaluate and ``vecpg eval``: a real (tiny) CartPole run is trained once,
+"""Tests for vecpg.run.evaluate and ``vecpg eval``: a real (tiny) CartPole run is trained once,
 then evaluated; a hand-made checkpoint for a synthetic env checks the episode counting."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from vecpg.checkpoint import CheckpointWarning, list_checkpoints, save
-from vecpg.cli import build_parser, main
-from vecpg.config import resolve_config
+from vecpg.run.checkpoint import CheckpointWarning, list_checkpoints, save
+from vecpg.commands.cli import build_parser, main
+from vecpg.run.config import resolve_config
 from vecpg.errors import CheckpointError, ConfigError
-from vecpg.evaluate import (
+from vecpg.run.evaluate import (
     EVAL_SEED_OFFSET,
     EpisodeStats,
     episode_quotas,
@@ -33,9 +33,9 @@ HAS_MOVIEPY = importlib.util.find_spec("moviepy") is not None
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A 4096-step PPO CartPole run with observation normalization; checkpoints at 2048, 4096."""
-    from vecpg.checkpoint import CheckpointCallback
-    from vecpg.metrics import MetricsCSV
-    from vecpg.trainer import Trainer
+    from vecpg.run.checkpoint import CheckpointCallback
+    from vecpg.run.metrics import MetricsCSV
+    from vecpg.run.trainer import Trainer
 
     run_dir = tmp_path_factory.mktemp("eval") / "run"
     config = resolve_config(
@@ -226,7 +226,7 @@ def test_corrupt_latest_checkpoint_of_a_run_falls_back_to_the_previous_one(train
 
 
 def test_checkpoint_that_does_not_fit_its_config_gives_a_clear_error(trained, tmp_path):
-    from vecpg.checkpoint import load
+    from vecpg.run.checkpoint import load
 
     state = load(list_checkpoints(trained.run_dir)[-1][1])
     state["config"]["hidden_sizes"] = [8]

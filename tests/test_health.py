@@ -12,7 +12,7 @@ import gymnasium as gym
 import pytest
 
 from vecpg.errors import NonFiniteError
-from vecpg.health import (
+from vecpg.run.health import (
     HealthCallback,
     HealthMonitor,
     HealthThresholds,
@@ -62,7 +62,7 @@ def test_thresholds_are_one_documented_frozen_table():
     thresholds = HealthThresholds()
     with pytest.raises(AttributeError):
         thresholds.std_tiny = 1.0  # type: ignore[misc]
-    source = Path(__import__("vecpg.health").health.__file__).read_text()
+    source = Path(__import__("vecpg.run.health").health.__file__).read_text()
     for name in thresholds.__dataclass_fields__:
         # every field is followed by its docstring in the class body
         assert f"{name}:" in source and '"""' in source.split(f"    {name}:")[1].splitlines()[1]
@@ -251,8 +251,8 @@ def test_callback_without_checkpoint_still_stops(tmp_path):
 
 
 def make_trainer(tmp_path, callbacks, **options):
-    from vecpg.config import resolve_config
-    from vecpg.trainer import Trainer
+    from vecpg.run.config import resolve_config
+    from vecpg.run.trainer import Trainer
 
     values = {"env": "CartPole-v1", "algo": "ppo", "vector": "sync", "seed": 1, **options}
     return Trainer(resolve_config(cli_values=values), tmp_path / "run", callbacks=callbacks)
@@ -287,7 +287,7 @@ class PoisonPolicy:
 
 
 def test_nan_policy_stops_the_run_after_saving(tmp_path):
-    from vecpg.checkpoint import CheckpointCallback, list_checkpoints, load_latest
+    from vecpg.run.checkpoint import CheckpointCallback, list_checkpoints, load_latest
 
     saver = CheckpointCallback(512)
     health = HealthCallback(checkpoint=saver, emit=False)

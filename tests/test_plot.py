@@ -8,9 +8,9 @@ import math
 
 import pytest
 
-from vecpg.cli import main
+from vecpg.commands.cli import main
 from vecpg.errors import ConfigError
-from vecpg.plot import plot_runs, read_curve
+from vecpg.run.plot import plot_runs, read_curve
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="needs the plot extra (matplotlib)"

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from vecpg.progress import ProgressCallback, format_duration, format_status
+from vecpg.run.progress import ProgressCallback, format_duration, format_status
 
 
 class FakeStream(io.StringIO):

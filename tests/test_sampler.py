@@ -188,10 +188,10 @@ def test_adapter_reports_final_observations_and_episode_statistics():
 
 def _samplers_with_and_without_overlap(env_id, normalize):
     """Two Samplers (one batch / two halves) on the trainer's vector envs, same policy."""
-    from vecpg.config import resolve_config
+    from vecpg.run.config import resolve_config
     from vecpg.normalization import RewardScaler
     from vecpg.policies import ActorCritic
-    from vecpg.trainer import make_vector_env
+    from vecpg.run.trainer import make_vector_env
 
     samplers = {}
     for overlap in (False, True):
@@ -274,7 +274,7 @@ def test_overlapped_halves_feed_every_sample_to_the_normalizers():
 
 
 def test_overlap_needs_an_even_split():
-    from vecpg.config import resolve_config
+    from vecpg.run.config import resolve_config
     from vecpg.errors import ConfigError
 
     with pytest.raises(ConfigError, match="even number of workers"):

@@ -1,4 +1,4 @@
-"""Tests of the sampling benchmark harness (vecpg.sampling_benchmark), `vecpg bench` and the
+"""Tests of the sampling benchmark harness (vecpg.bench.sampling), `vecpg bench` and the
 target checks of benchmarks/sampling.py. Tiny runs only; no wall-clock assertions."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import gymnasium
 import pytest
 
 from tests.fresh_python import run_python
-from vecpg import sampling_benchmark
-from vecpg.cli import main as cli_main
+from vecpg.bench import sampling as sampling_benchmark
+from vecpg.commands.cli import main as cli_main
 
-HAS_VECPG_VECTOR = importlib.util.find_spec("vecpg.vector") is not None
+HAS_VECPG_VECTOR = importlib.util.find_spec("vecpg.vector.env") is not None
 TINY = {"repeats": 1, "seconds": 0.0, "warmup_seconds": 0.0, "min_steps": 3, "log": None}
 POINT_FIELDS = {
     "workload", "num_envs", "vectorizer", "kind", "num_workers", "wait",
@@ -77,7 +77,7 @@ def test_tiny_grid_is_well_formed_json_with_positive_rates():
     assert vecpg_point["is_vecpg_default"]
     assert vecpg_point["status"] == ("ok" if HAS_VECPG_VECTOR else "skipped")
     if HAS_VECPG_VECTOR:  # what vecpg made of the defaults: workers, share and both spin bounds
-        from vecpg.vector import spin_seconds_for
+        from vecpg.vector.env import spin_seconds_for
 
         workers, share, *spins = vecpg_point["resolved_layout"]
         assert workers == vecpg_point["resolved_num_workers"] >= 1 and isinstance(share, bool)
@@ -120,7 +120,7 @@ def test_per_workload_num_envs_and_too_many_workers_are_skipped():
     assert expected in image_vecpg["reason"]
 
 
-@pytest.mark.skipif(not HAS_VECPG_VECTOR, reason="vecpg.vector has not landed")
+@pytest.mark.skipif(not HAS_VECPG_VECTOR, reason="vecpg.vector.env has not landed")
 def test_worker_memory_and_cold_start_checks():
     workload = sampling_benchmark.make_workload("cartpole")
     memory = sampling_benchmark.measure_worker_memory(workload, num_envs=2)
@@ -155,7 +155,7 @@ def test_parallel_capacity_leaves_the_fork_server_to_vecpg():
     # a fork server started first by the benchmark would double their private memory.
     code = (
         "import multiprocessing.forkserver as fs\n"
-        "from vecpg import sampling_benchmark as sb\n"
+        "from vecpg.bench import sampling as sb\n"
         "sb.parallel_capacity(sb.make_workload('cartpole'), processes=2, seconds=0.0,\n"
         "                     min_steps=5, repeats=1, seed=0)\n"
         "assert fs._forkserver._forkserver_pid is None, 'the fork server was started'\n"
@@ -232,7 +232,7 @@ def test_vecpg_bench_rejects_bad_values(capsys):
 
 
 def test_harness_does_not_import_torch():
-    code = "import sys, vecpg.sampling_benchmark, vecpg.commands.bench; assert 'torch' not in sys.modules"
+    code = "import sys, vecpg.bench.sampling, vecpg.commands.bench; assert 'torch' not in sys.modules"
     result = run_python(code)
     assert result.returncode == 0, result.stderr
 

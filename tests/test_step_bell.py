@@ -20,7 +20,7 @@ import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from test_vector import MODES, assert_tree_equal, run_pair, short_cartpole
 
-import vecpg.vector
+import vecpg.vector.env
 from vecpg import SubprocVectorEnv
 from workers import protocol
 from workers.loop import _receive
@@ -131,7 +131,7 @@ def test_the_ringer_rings_every_bell_and_names_the_sleepers():
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 def test_matches_sync_without_the_bell(monkeypatch, mode):
     """The path of machines other than x86-64: every sync step as a pipe message."""
-    monkeypatch.setattr(vecpg.vector, "bell_supported", lambda: False)
+    monkeypatch.setattr(vecpg.vector.env, "bell_supported", lambda: False)
     run_pair(short_cartpole, num_envs=5, steps=120, mode=mode, num_workers=2)
 
 
@@ -166,7 +166,7 @@ def test_async_steps_and_resets_between_rung_steps():
         wait="spin",
         autoreset_mode=AutoresetMode.NEXT_STEP,
     ) as envs:
-        assert envs._pool._bell is not None or not vecpg.vector.bell_supported()
+        assert envs._pool._bell is not None or not vecpg.vector.env.bell_supported()
         envs.reset(seed=0)
         actions = np.zeros(4, dtype=np.int64)
         for _ in range(20):
@@ -229,7 +229,7 @@ def test_a_blocked_parent_looks_again_after_its_first_short_wait():
 @pytest.mark.skipif(not bell_supported(), reason="the bell is used on x86-64 only")
 def test_a_parent_without_a_core_gets_every_answer_through_the_pipe(monkeypatch):
     """2 workers on 2 cores: the parent blocks, its flag stays up, no answer waits in a word."""
-    monkeypatch.setattr(vecpg.vector, "usable_cores", lambda: 2)
+    monkeypatch.setattr(vecpg.vector.env, "usable_cores", lambda: 2)
     with SubprocVectorEnv([short_cartpole] * 2, num_workers=2) as envs:
         assert envs.spin_seconds == 0.0
         envs.reset(seed=0)
@@ -246,7 +246,7 @@ def test_a_parent_without_a_core_gets_every_answer_through_the_pipe(monkeypatch)
 )
 def test_the_bell_is_used_where_workers_spin_long_enough(monkeypatch, wait, num_workers, rung):
     """Workers that spin 50 us (outnumbering the cores) or not at all get pipe messages."""
-    monkeypatch.setattr(vecpg.vector, "usable_cores", lambda: 2)
+    monkeypatch.setattr(vecpg.vector.env, "usable_cores", lambda: 2)
     with SubprocVectorEnv([short_cartpole] * 4, num_workers=num_workers, wait=wait) as envs:
         assert (envs._pool._bell is not None) == (rung and bell_supported())
         assert all(spec.step_bell == (rung and bell_supported()) for spec in envs._pool.specs)

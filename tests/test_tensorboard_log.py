@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from vecpg import tensorboard_log
+from vecpg.run import tensorboard_log
 from vecpg.errors import ConfigError
-from vecpg.tensorboard_log import TensorBoardCallback, available, scalar_tag
+from vecpg.run.tensorboard_log import TensorBoardCallback, available, scalar_tag
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs the tb extra (tensorboard)")
 

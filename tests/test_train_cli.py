@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from vecpg.cli import main
+from vecpg.commands.cli import main
 
 TINY = ["--vector", "sync", "--num-envs", "2", "--num-steps", "16", "--total-steps", "96"]
 

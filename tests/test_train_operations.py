@@ -1,6 +1,6 @@
 """`vecpg train` operating a run: run dir contents, health warnings, progress output, --help.
 
-Everything here goes through the command line (``vecpg.cli.main`` or a real
+Everything here goes through the command line (``vecpg.commands.cli.main`` or a real
 ``python -m vecpg`` process), the way a practitioner meets it.
 """
 
@@ -18,8 +18,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from vecpg import checkpoint
-from vecpg.cli import build_parser, main
+from vecpg.run import checkpoint
+from vecpg.commands.cli import build_parser, main
 
 TINY = ["--vector", "sync", "--num-envs", "4", "--num-steps", "16"]
 

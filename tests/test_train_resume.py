@@ -18,9 +18,9 @@ import time
 import pytest
 from state_equality import assert_same
 
-from vecpg import checkpoint
-from vecpg.cli import main
-from vecpg.trainer import Trainer
+from vecpg.run import checkpoint
+from vecpg.commands.cli import main
+from vecpg.run.trainer import Trainer
 
 UPDATE_STEPS = 64  # 4 envs x 16 steps per update
 TINY = ["--vector", "sync", "--num-envs", "4", "--num-steps", "16", "--seed", "3"]

@@ -14,7 +14,7 @@ import pathlib
 import pytest
 
 from vecpg.commands import train as train_command
-from vecpg.config import resolve_config
+from vecpg.run.config import resolve_config
 
 HAS_SB3 = importlib.util.find_spec("stable_baselines3") is not None
 needs_sb3 = pytest.mark.skipif(not HAS_SB3, reason="stable-baselines3 (bench extra) not installed")

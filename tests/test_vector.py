@@ -17,8 +17,8 @@ import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from vecpg import SubprocVectorEnv, make_vec
-from vecpg.envs import DictTupleEnv, TextEnv
-from vecpg.vector import spin_seconds_for
+from vecpg.bench.envs import DictTupleEnv, TextEnv
+from vecpg.vector.env import spin_seconds_for
 
 MODES = [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED]
 

@@ -12,7 +12,7 @@ import pytest
 from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 
 from vecpg import SubprocVectorEnv
-from vecpg.envs import TextEnv
+from vecpg.bench.envs import TextEnv
 
 
 def short_cartpole():

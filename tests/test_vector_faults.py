@@ -20,8 +20,8 @@ import psutil
 import pytest
 
 from vecpg import SubprocVectorEnv, WorkerError, WorkerTimeoutError
-from vecpg.action_checks import check_actions
-from vecpg.envs import DictTupleEnv, FailingEnv, HangingEnv
+from vecpg.vector.action_checks import check_actions
+from vecpg.bench.envs import DictTupleEnv, FailingEnv, HangingEnv
 
 
 def cartpole():

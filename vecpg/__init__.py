@@ -15,8 +15,8 @@ __version__ = "0.1.0"
 
 # attribute -> module that defines it; resolved on first access (PEP 562).
 _LAZY_ATTRIBUTES = {
-    "SubprocVectorEnv": "vecpg.vector",
-    "make_vec": "vecpg.vector",
+    "SubprocVectorEnv": "vecpg.vector.env",
+    "make_vec": "vecpg.vector.env",
     "WorkerError": "vecpg.errors",
     "WorkerTimeoutError": "vecpg.errors",
     "VecpgError": "vecpg.errors",

@@ -11,7 +11,7 @@ Data path of one update (:meth:`RaySampler.collect`):
    Ray's object store once (one ``ray.put``) and passes the same reference to all K
    actors; Ray ships the object to each node once, not once per actor;
 2. sampling: each actor loads the weights into its CPU policy copy and runs the ordinary
-   :class:`vecpg.sampler.Sampler` on its own :class:`vecpg.vector.SubprocVectorEnv`
+   :class:`vecpg.sampler.Sampler` on its own :class:`vecpg.vector.env.SubprocVectorEnv`
    (SAME_STEP autoreset, ``infos="none"``, worker processes on the actor's node) into a
    ``[T, n]`` :class:`vecpg.buffer.RolloutBuffer` (observations, actions, log_probs,
    values, rewards, terminations, truncations, final-observation values, next values);
@@ -47,7 +47,7 @@ Faults:
 * :meth:`RaySampler.close` closes each actor's vector env, kills the actors, removes the
   placement group and, if it started Ray itself, shuts Ray down. No actor, env worker
   process or shared-memory segment is left (env shared memory is anonymous, see
-  :mod:`vecpg.vector`; workers exit when their actor dies).
+  :mod:`vecpg.vector.env`; workers exit when their actor dies).
 
 Ray is an optional extra: it is imported inside functions only, and a missing install is
 a :class:`vecpg.errors.ConfigError` that names the extra.
@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 from vecpg.buffer import STEP_FIELDS, RolloutBuffer, map_structure
-from vecpg.config import TrainConfig
+from vecpg.run.config import TrainConfig
 from vecpg.errors import ConfigError, VecpgError, WorkerError
 from vecpg.normalization import ObservationNormalizer, RewardScaler
 from vecpg.sampler import Sampler
@@ -151,7 +151,7 @@ class SegmentSampler:
         env_offset: int,
         num_envs: int,
     ) -> None:
-        from vecpg.trainer import make_vector_env
+        from vecpg.run.trainer import make_vector_env
 
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
@@ -293,7 +293,7 @@ class RaySampler:
     """
 
     def __init__(self, config: TrainConfig, episode_window: int = 20) -> None:
-        from vecpg.trainer import env_factory
+        from vecpg.run.trainer import env_factory
 
         import_ray()
         self.config = config

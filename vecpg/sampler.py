@@ -319,7 +319,7 @@ class Sampler:
         float rounding of a half-size batch), only the order of finished episodes may
         interleave differently. Needs a vector env with EnvPool-style ``send``/``recv``
         whose ``recv`` returns one worker's envs and whose workers each host envs of one
-        half (see :func:`vecpg.trainer.make_vector_env`).
+        half (see :func:`vecpg.run.trainer.make_vector_env`).
         """
         env, num_steps = self.env, self.buffer.num_steps
         half = self.buffer.num_envs // 2

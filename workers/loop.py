@@ -49,7 +49,7 @@ class EnvRunner:
         self.start = self.stop = spec.env_start
         self.arrays = arrays
         # Where observations go: the vector env's own batch (slot -1), or one of the spare
-        # batches it hands out to its caller (slots 0..K-1, see vecpg.observation_slots).
+        # batches it hands out to its caller (slots 0..K-1, see vecpg.vector.observation_slots).
         # The parent names the slot in `observation_slot` before each step or reset.
         self.observation_targets: dict[int, Any] = {-1: arrays.get("observations")}
         if "observation_slots" in arrays:

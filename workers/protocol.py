@@ -111,7 +111,7 @@ class WorkerSpec:
     observation_space: Any  # every env must have exactly these single-env spaces
     action_space: Any
     cpu: int | None = None  # pin the worker to this core
-    in_parent: bool = False  # hosted by the parent process (vecpg.worker_pool.LocalWorker)
+    in_parent: bool = False  # hosted by the parent process (vecpg.vector.worker_pool.LocalWorker)
 
 
 @dataclass

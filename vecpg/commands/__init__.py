@@ -1,1 +1,1 @@
-"""Subcommands of the ``vecpg`` CLI, one module each (see :mod:`vecpg.cli`)."""
+"""Subcommands of the ``vecpg`` CLI, one module each (see :mod:`vecpg.commands.cli`)."""

@@ -1,6 +1,6 @@
 """``vecpg bench``: env-steps per second of vecpg's vector env against Gymnasium and peers.
 
-Runs :mod:`vecpg.sampling_benchmark` over a grid, prints the table and writes every point
+Runs :mod:`vecpg.bench.sampling` over a grid, prints the table and writes every point
 to a JSON file. The default is a quick CartPole-v1 grid; ``benchmarks/sampling.py`` runs the
 full grid and checks the targets.
 """
@@ -127,7 +127,7 @@ def _validate(args: argparse.Namespace) -> None:
 
 def run_benchmark(args: argparse.Namespace, num_envs: Any = None) -> dict[str, Any]:
     """Runs the grid described by ``args``; ``num_envs`` may override it per workload."""
-    from vecpg import sampling_benchmark
+    from vecpg.bench import sampling as sampling_benchmark
 
     _validate(args)
     return sampling_benchmark.run_grid(
@@ -157,7 +157,7 @@ def write_report(report: dict[str, Any], path: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vecpg import sampling_benchmark
+    from vecpg.bench import sampling as sampling_benchmark
 
     report = run_benchmark(args)
     print()

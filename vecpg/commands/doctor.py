@@ -3,7 +3,7 @@
 Reports the versions, usable CPU cores, CUDA and /dev/shm space, then runs two checks,
 each printed as one PASS/FAIL line:
 
-1. the vector env: vecpg's :class:`~vecpg.vector.SubprocVectorEnv` gives exactly the
+1. the vector env: vecpg's :class:`~vecpg.vector.env.SubprocVectorEnv` gives exactly the
    observations, rewards and termination/truncation flags of Gymnasium's
    ``SyncVectorEnv`` on CartPole for seeded random actions, in both autoreset modes
    (this exercises worker processes and shared memory on this machine);
@@ -120,7 +120,7 @@ def check_vector_env(seed: int = 0, steps: int = VECTOR_STEPS) -> str:
     import gymnasium as gym
     import numpy as np
 
-    from vecpg.vector import make_vec
+    from vecpg.vector.env import make_vec
 
     num_envs, num_workers = 4, 2
     for mode in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):
@@ -163,9 +163,9 @@ def check_learning(seed: int = 0) -> str:
     import math
     import tempfile
 
-    from vecpg.config import resolve_config
-    from vecpg.health import HealthCallback
-    from vecpg.trainer import Trainer
+    from vecpg.run.config import resolve_config
+    from vecpg.run.health import HealthCallback
+    from vecpg.run.trainer import Trainer
 
     class FirstReturn:
         value = math.nan

@@ -1,6 +1,6 @@
 """``vecpg eval``: evaluate a trained policy for exactly N episodes on fresh envs.
 
-torch is imported inside :func:`run` only (through :mod:`vecpg.evaluate`).
+torch is imported inside :func:`run` only (through :mod:`vecpg.run.evaluate`).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from vecpg.evaluate import LoadedPolicy, evaluate
+    from vecpg.run.evaluate import LoadedPolicy, evaluate
 
     def use_run_threads(loaded: LoadedPolicy) -> None:
         # Small policies are fastest single-threaded, as in training (torch_threads).

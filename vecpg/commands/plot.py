@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vecpg.plot import plot_runs
+    from vecpg.run.plot import plot_runs
 
     path = plot_runs(args.run_dirs, args.out, x=args.x, title=args.title)
     print(f"wrote {path}")

@@ -1,6 +1,6 @@
 """``vecpg train``: train REINFORCE, A2C or PPO on a Gymnasium env.
 
-One option per :class:`vecpg.config.TrainConfig` field (help text from the field
+One option per :class:`vecpg.run.config.TrainConfig` field (help text from the field
 metadata), plus ``--config FILE`` (YAML or TOML); options given on the command line
 override the file. torch is imported inside :func:`run` only.
 
@@ -24,7 +24,7 @@ import warnings
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from vecpg.config import _TYPES, FIELDS, field_help
+from vecpg.run.config import _TYPES, FIELDS, field_help
 
 HELP = "train a policy (PPO, A2C or REINFORCE) on a Gymnasium env"
 DESCRIPTION = (
@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_operation_arguments(group: argparse._ArgumentGroup) -> None:
-    from vecpg import tensorboard_log
+    from vecpg.run import tensorboard_log
 
     group.add_argument(
         "--checkpoint-interval",
@@ -134,8 +134,8 @@ def _warnings_as_lines(progress: Any) -> Iterator[None]:
     user of the command line nothing. A bar being redrawn on a terminal is ended first so
     the warning does not overwrite it.
     """
-    from vecpg.checkpoint import CheckpointWarning
-    from vecpg.health import TrainingHealthWarning
+    from vecpg.run.checkpoint import CheckpointWarning
+    from vecpg.run.health import TrainingHealthWarning
 
     ours = (CheckpointWarning, TrainingHealthWarning)
     with warnings.catch_warnings():
@@ -166,31 +166,31 @@ def _warnings_as_lines(progress: Any) -> Iterator[None]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vecpg.config import load_config_file, resolve_config
+    from vecpg.run.config import load_config_file, resolve_config
 
     _check_operation_arguments(args)
     file_values = load_config_file(args.config) if args.config else {}
     if args.resume is None:
         config = resolve_config(file_values, _cli_values(args))
 
-    from vecpg.checkpoint import CheckpointCallback
-    from vecpg.health import HealthCallback
-    from vecpg.metrics import MetricsCSV
-    from vecpg.progress import ProgressCallback
-    from vecpg.trainer import Trainer
+    from vecpg.run.checkpoint import CheckpointCallback
+    from vecpg.run.health import HealthCallback
+    from vecpg.run.metrics import MetricsCSV
+    from vecpg.run.progress import ProgressCallback
+    from vecpg.run.trainer import Trainer
 
     progress = ProgressCallback(None, quiet=args.quiet)
     with _warnings_as_lines(progress):
         plan = None
         if args.resume is not None:
-            from vecpg import resume
+            from vecpg.run import resume
 
             plan = resume.prepare(args.resume, {**file_values, **_cli_values(args)})
             config = plan.config
         progress.total_steps = config.total_steps
         callbacks: list[Any] = [MetricsCSV()]
         if args.tensorboard:
-            from vecpg.tensorboard_log import TensorBoardCallback
+            from vecpg.run.tensorboard_log import TensorBoardCallback
 
             callbacks.append(TensorBoardCallback())
         saver = CheckpointCallback(args.checkpoint_interval, keep_last=args.keep_checkpoints)

@@ -118,7 +118,7 @@ class Learner:
 
     Args:
         policy: the ActorCritic being trained.
-        config: a :class:`vecpg.config.TrainConfig`.
+        config: a :class:`vecpg.run.config.TrainConfig`.
     """
 
     def __init__(self, policy: ActorCritic, config: Any) -> None:

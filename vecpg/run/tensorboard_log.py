@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from vecpg.errors import ConfigError
-from vecpg.health import nonfinite_values
+from vecpg.run.health import nonfinite_values
 
 INSTALL_HINT = "install the tb extra: pip install 'vecpg[tb]' (or pip install tensorboard)"
 TENSORBOARD_SUBDIR = "tensorboard"

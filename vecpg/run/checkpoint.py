@@ -381,7 +381,7 @@ class CheckpointCallback:
     """Trainer callback: periodic checkpoints every ``interval_steps`` and a final one.
 
     On a row with non-finite values it saves the failing state with :func:`save_failure`
-    (never into the rotation) and stops saving; :class:`~vecpg.health.HealthCallback`
+    (never into the rotation) and stops saving; :class:`~vecpg.run.health.HealthCallback`
     then raises. If the trainer calls ``on_end`` after such a failure, no final checkpoint
     is written, so ``--resume`` continues from the last good one.
 
@@ -471,7 +471,7 @@ class CheckpointCallback:
         return self.failure_path
 
     def on_update(self, trainer: Any, row: Mapping[str, Any]) -> None:
-        from vecpg.health import nonfinite_values
+        from vecpg.run.health import nonfinite_values
 
         if self.failure_path is not None:
             return

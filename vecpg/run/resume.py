@@ -1,7 +1,7 @@
 """Resuming a training run from its latest checkpoint: config overrides and log rewinding.
 
 ``vecpg train --resume RUN_DIR`` loads the newest readable checkpoint (an unreadable one
-is skipped with a warning, see :func:`vecpg.checkpoint.load_latest`), rebuilds the config
+is skipped with a warning, see :func:`vecpg.run.checkpoint.load_latest`), rebuilds the config
 saved in it, applies the options given on the command line where changing them mid-run
 makes sense (``--total-steps`` to extend a run, ``--learning-rate``, ``--stop-at-return``,
 ``--device``...), and refuses the ones that would break the run (:data:`FIXED_ON_RESUME`).
@@ -10,7 +10,7 @@ The logs are then rewound to the checkpoint: a run killed between checkpoints lo
 updates past its last one, and the resumed run logs those steps again, so the rows of
 ``metrics.csv`` and the findings of ``health.jsonl`` after the checkpoint's step are
 dropped first. TensorBoard events after it are purged by
-:class:`vecpg.tensorboard_log.TensorBoardCallback` (``purge_step``). The trainer's
+:class:`vecpg.run.tensorboard_log.TensorBoardCallback` (``purge_step``). The trainer's
 ``load_state_dict`` restores the policy, optimizer, normalizers, step and update counters
 and RNG states; the envs restart from a fresh reset seeded past the original ones.
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vecpg.config import FIELDS, TrainConfig, resolve_config
+from vecpg.run.config import FIELDS, TrainConfig, resolve_config
 from vecpg.errors import ConfigError
 
 # Options whose change on resume would break the run, and why (shown in the error).
@@ -51,7 +51,7 @@ class ResumePlan:
     """What :func:`prepare` found: the checkpoint to load and the config to resume with."""
 
     run_dir: Path
-    checkpoint: Any  # vecpg.checkpoint.Checkpoint (kept Any: that module imports torch lazily)
+    checkpoint: Any  # vecpg.run.checkpoint.Checkpoint (kept Any: that module imports torch lazily)
     config: TrainConfig
     rows_dropped: int
     """metrics.csv rows logged after the checkpoint (by a run killed between checkpoints)."""
@@ -140,7 +140,7 @@ def prepare(run_dir: str | os.PathLike[str], overrides: dict[str, Any]) -> Resum
         CheckpointError: no readable checkpoint in ``run_dir``.
         ConfigError: a forbidden override, or the run already reached ``total_steps``.
     """
-    from vecpg.checkpoint import load_latest, rewind_log
+    from vecpg.run.checkpoint import load_latest, rewind_log
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

@@ -1,14 +1,14 @@
 """Evaluate a saved policy: exactly N complete episodes on fresh, separately seeded envs.
 
 A checkpoint (or the latest readable one of a run directory, see
-:func:`vecpg.checkpoint.load_any`) is turned back into the policy it was trained as: the
+:func:`vecpg.run.checkpoint.load_any`) is turned back into the policy it was trained as: the
 saved config rebuilds the :class:`~vecpg.policies.ActorCritic` and, where the run
 normalized observations, the :class:`~vecpg.normalization.ObservationNormalizer` with the
 saved statistics, frozen (evaluation never updates them: the policy must see inputs
 scaled exactly as at the checkpoint).
 
 Episodes run on a vector env of ``E`` envs (the run's kind: vecpg's subprocess env or
-Gymnasium's sync env) built by :func:`vecpg.trainer.make_vector_env`, so ``module:Class``
+Gymnasium's sync env) built by :func:`vecpg.run.trainer.make_vector_env`, so ``module:Class``
 envs work as in training. Counting episodes without bias: stopping at the first N
 episodes to finish *in time* would over-represent short episodes (an env whose episodes
 are short finishes more of them before the long ones end). Instead each env ``i`` gets a
@@ -40,12 +40,12 @@ import numpy as np
 import torch
 
 from vecpg.buffer import map_structure
-from vecpg.checkpoint import Checkpoint, load_any
-from vecpg.config import FIELDS, TrainConfig, resolve_config
+from vecpg.run.checkpoint import Checkpoint, load_any
+from vecpg.run.config import FIELDS, TrainConfig, resolve_config
 from vecpg.errors import CheckpointError, ConfigError
 from vecpg.normalization import ObservationNormalizer, normalized_space
 from vecpg.policies import ActorCritic
-from vecpg.trainer import env_factory, make_vector_env, resolve_device
+from vecpg.run.trainer import env_factory, make_vector_env, resolve_device
 
 #: Added to the training seed for the default evaluation seed (see the module docstring).
 EVAL_SEED_OFFSET = 1_000_000_000

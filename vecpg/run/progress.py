@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
-from vecpg.health import trainer_total_steps
+from vecpg.run.health import trainer_total_steps
 
 BAR_WIDTH = 24
 

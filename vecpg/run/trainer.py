@@ -3,7 +3,7 @@
 Each iteration collects a ``[T, N]`` rollout (T = ``num_steps`` steps of N = ``num_envs``
 envs), runs one learner update on it and hands a metrics row to the callbacks. Callbacks
 are plain objects with any of ``on_start(trainer)``, ``on_update(trainer, row)`` and
-``on_end(trainer, summary)``; :class:`vecpg.metrics.MetricsCSV` writes the rows to disk,
+``on_end(trainer, summary)``; :class:`vecpg.run.metrics.MetricsCSV` writes the rows to disk,
 other modules (checkpoints, progress, health, TensorBoard) plug in the same way.
 """
 
@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from vecpg.buffer import RolloutBuffer
-from vecpg.config import TrainConfig
+from vecpg.run.config import TrainConfig
 from vecpg.errors import CheckpointError, ConfigError
 from vecpg.learners import make_learner
-from vecpg.metrics import process_time_s
+from vecpg.run.metrics import process_time_s
 from vecpg.normalization import ObservationNormalizer, RewardScaler, normalized_space
 from vecpg.sampler import GymnasiumVectorAdapter, Sampler, needs_adapter
 
@@ -91,7 +91,7 @@ def make_vector_env(config: TrainConfig) -> gym.vector.VectorEnv:
     probe.close()
     same_step = gym.vector.AutoresetMode.SAME_STEP
     if config.vector == "subproc":
-        from vecpg.vector import SubprocVectorEnv, make_vec
+        from vecpg.vector.env import SubprocVectorEnv, make_vec
 
         # copy=False: the sampler copies each observation into the rollout buffer before the
         # next step, so views into shared memory save one copy of every observation.

@@ -10,10 +10,10 @@ records, each condition at most once per run. :class:`HealthCallback` plugs it i
 trainer: it emits the warnings through :mod:`warnings` (category
 :class:`TrainingHealthWarning`), appends them to ``health.jsonl`` in the run directory, and
 on a non-finite value stops the run with :class:`~vecpg.errors.NonFiniteError` -- after the
-checkpoint callback has saved the failing state (see :mod:`vecpg.checkpoint`).
+checkpoint callback has saved the failing state (see :mod:`vecpg.run.checkpoint`).
 
 Ordering contract with the trainer: callbacks run in list order for each row; a callback
-that raises stops training. Pass the :class:`~vecpg.checkpoint.CheckpointCallback` to
+that raises stops training. Pass the :class:`~vecpg.run.checkpoint.CheckpointCallback` to
 ``HealthCallback(checkpoint=...)`` and the failing state is saved before the error is
 raised whatever the order; the recommended order is still checkpoint, health, progress,
 TensorBoard.
@@ -385,7 +385,7 @@ class HealthCallback:
     Emits each finding once through :mod:`warnings` (category
     :class:`TrainingHealthWarning`), appends it as one JSON line to
     ``<run_dir>/health.jsonl``, keeps it in :attr:`warnings`, and on a fatal finding asks
-    ``checkpoint`` (a :class:`~vecpg.checkpoint.CheckpointCallback`, optional) to save the
+    ``checkpoint`` (a :class:`~vecpg.run.checkpoint.CheckpointCallback`, optional) to save the
     failing state, then raises :class:`~vecpg.errors.NonFiniteError`.
 
     Args:

@@ -1,6 +1,6 @@
 """metrics.csv: one row per learner update, written by a trainer callback.
 
-Columns are the row keys of :class:`vecpg.trainer.Trainer` in order: ``global_step``,
+Columns are the row keys of :class:`vecpg.run.trainer.Trainer` in order: ``global_step``,
 ``time_s`` (seconds since the process started, so import and setup time count),
 ``sps``, ``episode_return_mean``, ``episode_length_mean`` (last 20 finished episodes),
 ``update``, ``episodes_finished``, then the learner's metrics.

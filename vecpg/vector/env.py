@@ -7,7 +7,7 @@ truncations ``[N]`` (bool), final observations ``[N, ...]`` with a has-final fla
 autoreset), episode statistics ``[N]``, a step mask ``[N]`` for partial (async) steps and,
 for large observations with ``copy=True``, ``K`` spare observation batches ``[K, N, ...]``
 with the index of the one the next step writes into.
-The pipes carry one short message per worker per command; see :mod:`vecpg.worker_pool` for
+The pipes carry one short message per worker per command; see :mod:`vecpg.vector.worker_pool` for
 the signalling design and its measured cost.
 
 Shared memory is anonymous: ``multiprocessing`` heap arenas, which are created in
@@ -29,7 +29,7 @@ in every autoreset mode (tested). vecpg extensions beyond the Gymnasium API:
 Views (``copy=False`` and the extension attributes) are valid until the next step or reset.
 With ``copy=True`` (the default) a large observation batch is not copied out of shared
 memory either: workers write each step into a spare batch the caller no longer holds, and
-the caller gets that batch (see :mod:`vecpg.observation_slots`).
+the caller gets that batch (see :mod:`vecpg.vector.observation_slots`).
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
-from vecpg import observation_slots
-from vecpg.action_checks import check_actions
-from vecpg.worker_defaults import choose_layout, measure_step_seconds, usable_cores
-from vecpg.worker_pool import WorkerPool
+from vecpg.vector import observation_slots
+from vecpg.vector.action_checks import check_actions
+from vecpg.vector.worker_defaults import choose_layout, measure_step_seconds, usable_cores
+from vecpg.vector.worker_pool import WorkerPool
 from workers import protocol
 from workers.protocol import INFO_MODES, WorkerSpec
 from workers.shared_layout import (
@@ -106,16 +106,16 @@ class SubprocVectorEnv(VectorEnv):
     Args:
         env_fns: functions that create the envs (cloudpickled to the workers).
         num_workers: worker processes; None chooses from the usable cores and the measured
-            cost of one step (see :func:`vecpg.worker_defaults.choose_layout`).
+            cost of one step (see :func:`vecpg.vector.worker_defaults.choose_layout`).
         parent_share: the parent process hosts one worker's share of the envs (the last
             ones) and steps them while the worker processes step theirs, instead of idling:
             one process fewer competing for the cores, no wakeup for that share. Those envs
             then share the parent's fate (no crash isolation). None (default) enables it
             only when ``num_workers`` is also None, the envs are cheap (see
-            :func:`~vecpg.worker_defaults.choose_layout`), and ``batch_size`` is all envs.
+            :func:`~vecpg.vector.worker_defaults.choose_layout`), and ``batch_size`` is all envs.
         copy: return observation batches that no later step changes (True, as Gymnasium;
             batches of 64 KiB to 170 MiB come from three spare shared-memory batches
-            instead of copies, see :mod:`vecpg.observation_slots`) or views into shared
+            instead of copies, see :mod:`vecpg.vector.observation_slots`) or views into shared
             memory that stay valid until the next step/reset (False; zero-copy, no spare
             batches).
         context: multiprocessing start method, ``"forkserver"`` (default), ``"spawn"`` or

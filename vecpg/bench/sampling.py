@@ -13,10 +13,10 @@ env in this process times the usable cores: what perfect parallelism would give.
 process per core at once, against one process (a shared VM often gives far less than the
 core count, and then so does every multi-process vectorizer).
 
-Workloads: ``cartpole`` (CartPole-v1, ~5 µs a step), ``busy`` (:class:`vecpg.envs.BusyEnv`,
+Workloads: ``cartpole`` (CartPole-v1, ~5 µs a step), ``busy`` (:class:`vecpg.bench.envs.BusyEnv`,
 ``step_cost_us`` of CPU work; the loop's iteration count is calibrated once here and passed
 to every env so that every vectorizer does identical work) and ``image``
-(:class:`vecpg.envs.ImageEnv`, 84x84x4 uint8 observations).
+(:class:`vecpg.bench.envs.ImageEnv`, 84x84x4 uint8 observations).
 
 Vectorizers: ``vecpg`` (``SubprocVectorEnv`` with a given ``num_workers``/``wait``; None
 means vecpg's default), ``sync``/``async`` (Gymnasium), and, when installed, ``sb3``
@@ -44,7 +44,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from vecpg import envs as synthetic
+from vecpg.bench import envs as synthetic
 
 WORKLOADS = ("cartpole", "busy", "image")
 PEERS = ("sync", "async", "sb3", "envpool", "pufferlib")
@@ -95,7 +95,7 @@ def make_workload(name: str, *, step_cost_us: float = 100.0) -> Workload:
 
 
 _MODULES = {  # vectorizer kind -> module it needs
-    "vecpg": "vecpg.vector",
+    "vecpg": "vecpg.vector.env",
     "sb3": "stable_baselines3.common.vec_env",
     "envpool": "envpool",
     "pufferlib": "pufferlib.vector",
@@ -125,7 +125,7 @@ class Vectorizer:
 def unavailable_reason(vectorizer: Vectorizer, workload: Workload, num_envs: int) -> str | None:
     """Why this point cannot run here (a missing package, an unsupported workload), or None."""
     module = {
-        "vecpg": "vecpg.vector",
+        "vecpg": "vecpg.vector.env",
         "sb3": "stable_baselines3",
         "envpool": "envpool",
         "pufferlib": "pufferlib.vector",
@@ -161,7 +161,7 @@ class _Stepper:
         self.resolved: dict[str, Any] = {}
         kind = vectorizer.kind
         if kind == "vecpg":
-            from vecpg.vector import SubprocVectorEnv
+            from vecpg.vector.env import SubprocVectorEnv
 
             options: dict[str, Any] = {}
             if vectorizer.num_workers is not None:
@@ -355,7 +355,7 @@ def parallel_capacity(
     Compare multi-process ratios (e.g. BusyEnv against SyncVectorEnv) with it.
 
     The processes are started once with ``spawn``: not through the fork server, whose
-    imports vecpg's workers share (see :mod:`vecpg.vector`), nor forked from a benchmark
+    imports vecpg's workers share (see :mod:`vecpg.vector.env`), nor forked from a benchmark
     process that may have imported torch for a peer.
 
     Returns:
@@ -664,7 +664,7 @@ def measure_worker_memory(workload: Workload, num_envs: int, *, seed: int = 0) -
     """
     import psutil
 
-    from vecpg.vector import SubprocVectorEnv
+    from vecpg.vector.env import SubprocVectorEnv
 
     env = SubprocVectorEnv([workload.make_env] * num_envs)
     try:
@@ -713,8 +713,8 @@ def measure_worker_memory(workload: Workload, num_envs: int, *, seed: int = 0) -
 
 _COLD_START_CODE = """
 import sys, time
-from vecpg.sampling_benchmark import make_workload, presample_actions
-from vecpg.vector import SubprocVectorEnv
+from vecpg.bench.sampling import make_workload, presample_actions
+from vecpg.vector.env import SubprocVectorEnv
 workload, num_envs = make_workload(sys.argv[1]), int(sys.argv[2])
 actions = presample_actions(workload, num_envs, count=1, seed=0)
 started = time.perf_counter()

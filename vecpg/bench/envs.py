@@ -304,7 +304,7 @@ class FailingEnv(_CounterEnv):
         >>> env.step(0)
         Traceback (most recent call last):
         ...
-        vecpg.envs.InjectedFault: FailingEnv: injected fault in step (call 2)
+        vecpg.bench.envs.InjectedFault: FailingEnv: injected fault in step (call 2)
     """
 
     def __init__(
@@ -541,10 +541,10 @@ class TextEnv(gymnasium.Env):
 # --- optional registration ------------------------------------------------------------------
 
 _GYM_IDS = {
-    "vecpg/Busy-v0": "vecpg.envs:BusyEnv",
-    "vecpg/Image-v0": "vecpg.envs:ImageEnv",
-    "vecpg/DictTuple-v0": "vecpg.envs:DictTupleEnv",
-    "vecpg/Text-v0": "vecpg.envs:TextEnv",
+    "vecpg/Busy-v0": "vecpg.bench.envs:BusyEnv",
+    "vecpg/Image-v0": "vecpg.bench.envs:ImageEnv",
+    "vecpg/DictTuple-v0": "vecpg.bench.envs:DictTupleEnv",
+    "vecpg/Text-v0": "vecpg.bench.envs:TextEnv",
 }
 
 

@@ -1,0 +1,1 @@
+"""The sampling benchmark behind ``vecpg bench`` and its synthetic workloads (``envs.py``)."""

@@ -1,0 +1,7 @@
+"""A training run: its config, the training loop, and what the loop writes and reports.
+
+``config.py`` resolves a :class:`~vecpg.run.config.TrainConfig`; ``trainer.py`` runs it;
+callbacks write metrics (``metrics.py``), checkpoints (``checkpoint.py``, resumed by
+``resume.py``), health warnings (``health.py``), progress (``progress.py``) and TensorBoard
+scalars (``tensorboard_log.py``); ``evaluate.py`` and ``plot.py`` read a finished run.
+"""

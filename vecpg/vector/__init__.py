@@ -1,0 +1,12 @@
+"""The parent side of vecpg's vector-env layer: numpy, gymnasium and ``workers`` only, no torch.
+
+:class:`SubprocVectorEnv` (``env.py``) is the Gymnasium ``VectorEnv``; it starts and talks to
+its processes through :class:`~vecpg.vector.worker_pool.WorkerPool`, hands out image batches
+from spare shared memory (``observation_slots.py``), checks action batches before they are
+sent (``action_checks.py``) and picks its default layout from the cores and the measured cost
+of a step (``worker_defaults.py``). The worker side lives in the top-level ``workers`` package.
+"""
+
+from vecpg.vector.env import AsyncBatch, SubprocVectorEnv, make_vec
+
+__all__ = ["AsyncBatch", "SubprocVectorEnv", "make_vec"]
