@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from vecpg.backprop import ManualBackprop
-from vecpg.run.config import resolve_config
 from vecpg.learners import make_learner
 from vecpg.learners.optim import Adam, RMSprop
 from vecpg.learners.ppo import clipped_surrogate_loss, value_loss
 from vecpg.policies import ActorCritic
+from vecpg.run.config import resolve_config
 from vecpg.run.trainer import Trainer
 
 BOX = gym.spaces.Box(-2.0, 2.0, (5,), np.float32)

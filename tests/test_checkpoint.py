@@ -12,6 +12,7 @@ import pytest
 import torch
 from state_equality import assert_same
 
+from vecpg.errors import CheckpointError
 from vecpg.run import checkpoint
 from vecpg.run.checkpoint import (
     CheckpointCallback,
@@ -22,7 +23,6 @@ from vecpg.run.checkpoint import (
     load_latest,
     save,
 )
-from vecpg.errors import CheckpointError
 
 
 def make_state(step: int) -> dict:

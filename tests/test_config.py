@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from vecpg.run.config import ALGO_DEFAULTS, FIELDS, TrainConfig, load_config_file, resolve_config
 from vecpg.errors import ConfigError
+from vecpg.run.config import ALGO_DEFAULTS, FIELDS, TrainConfig, load_config_file, resolve_config
 
 
 def test_every_field_has_help_text():

@@ -21,12 +21,12 @@ import torch
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install 'vecpg[ray]')")
 
 from vecpg.buffer import RolloutBuffer  # noqa: E402
-from vecpg.run.config import resolve_config  # noqa: E402
 from vecpg.distributed import RaySampler  # noqa: E402
 from vecpg.errors import ConfigError, VecpgError, WorkerError  # noqa: E402
 from vecpg.policies import ActorCritic  # noqa: E402
-from vecpg.sampler import Sampler  # noqa: E402
+from vecpg.run.config import resolve_config  # noqa: E402
 from vecpg.run.trainer import Trainer, make_vector_env  # noqa: E402
+from vecpg.sampler import Sampler  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.allow_children]
 
@@ -274,7 +274,7 @@ class TestLocalRay:
         assert (trainer.reward_scaler.returns != 0).all()  # each sampler's returns came back
 
     def test_env_exception_reaches_learner_as_worker_error(self, tmp_path):
-        config = _config(env="vecpg.bench.envs:FailingEnv", run_dir=str(tmp_path))
+        config = _config(env="tests.fixture_envs:FailingEnv", run_dir=str(tmp_path))
         trainer = Trainer(config)
         with pytest.raises(WorkerError) as caught:
             trainer.train()

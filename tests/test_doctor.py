@@ -7,8 +7,8 @@ import time
 import gymnasium as gym
 import pytest
 
-from vecpg.commands.cli import main
 from vecpg.commands import doctor
+from vecpg.commands.cli import main
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Tests of the synthetic benchmark and fault-injection envs in vecpg.bench.envs."""
+"""Tests of the benchmark workloads (vecpg.bench.envs) and the fixture envs the other tests use."""
 
 from __future__ import annotations
 
@@ -14,18 +14,9 @@ import pytest
 from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env
 
+from tests.fixture_envs import DictTupleEnv, FailingEnv, HangingEnv, InjectedFault, TextEnv
 from tests.fresh_python import run_python
-from vecpg.bench.envs import (
-    BusyEnv,
-    DictTupleEnv,
-    FailingEnv,
-    HangingEnv,
-    ImageEnv,
-    InjectedFault,
-    TextEnv,
-    busy_iterations,
-    register_envs,
-)
+from vecpg.bench.envs import BusyEnv, ImageEnv, busy_iterations, register_envs
 
 ENV_FACTORIES = {
     "busy": lambda: BusyEnv(step_cost_us=5.0, episode_length=7),
@@ -183,7 +174,7 @@ def test_failing_env_in_constructor_with_custom_exception():
 @pytest.mark.parametrize(("how", "returncode"), [("exit", 3), ("kill", -signal.SIGKILL)])
 def test_failing_env_can_end_its_process(how, returncode):
     code = (
-        "from vecpg.bench.envs import FailingEnv\n"
+        "from tests.fixture_envs import FailingEnv\n"
         f"env = FailingEnv(fail_on='step', after=1, how={how!r})\n"
         "env.reset(seed=0); env.step(0); print('stepped', flush=True); env.step(0)\n"
         "print('survived')\n"
@@ -208,7 +199,7 @@ def test_hanging_env_blocks_in_the_chosen_method():
 
 def test_hanging_env_process_ends_promptly_on_sigterm():
     code = (
-        "from vecpg.bench.envs import HangingEnv\n"
+        "from tests.fixture_envs import HangingEnv\n"
         "print('hanging', flush=True)\n"
         "HangingEnv(hang_on='init', duration_s=600)\n"
     )

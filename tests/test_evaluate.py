@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from vecpg.run.checkpoint import CheckpointWarning, list_checkpoints, save
 from vecpg.commands.cli import build_parser, main
-from vecpg.run.config import resolve_config
 from vecpg.errors import CheckpointError, ConfigError
+from vecpg.policies import ActorCritic
+from vecpg.run.checkpoint import CheckpointWarning, list_checkpoints, save
+from vecpg.run.config import resolve_config
 from vecpg.run.evaluate import (
     EVAL_SEED_OFFSET,
     EpisodeStats,
@@ -25,7 +26,6 @@ from vecpg.run.evaluate import (
     load_policy,
     run_episodes,
 )
-from vecpg.policies import ActorCritic
 
 HAS_MOVIEPY = importlib.util.find_spec("moviepy") is not None
 

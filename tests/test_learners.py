@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from vecpg.buffer import RolloutBuffer
-from vecpg.run.config import resolve_config
 from vecpg.learners import make_learner
 from vecpg.learners.optim import Adam, RMSprop
 from vecpg.policies import ActorCritic
+from vecpg.run.config import resolve_config
 from vecpg.run.trainer import Trainer
 
 # vecpg's optimizers and the torch.optim ones they must match, with shared options.

@@ -188,9 +188,9 @@ def test_adapter_reports_final_observations_and_episode_statistics():
 
 def _samplers_with_and_without_overlap(env_id, normalize):
     """Two Samplers (one batch / two halves) on the trainer's vector envs, same policy."""
-    from vecpg.run.config import resolve_config
     from vecpg.normalization import RewardScaler
     from vecpg.policies import ActorCritic
+    from vecpg.run.config import resolve_config
     from vecpg.run.trainer import make_vector_env
 
     samplers = {}
@@ -274,8 +274,8 @@ def test_overlapped_halves_feed_every_sample_to_the_normalizers():
 
 
 def test_overlap_needs_an_even_split():
-    from vecpg.run.config import resolve_config
     from vecpg.errors import ConfigError
+    from vecpg.run.config import resolve_config
 
     with pytest.raises(ConfigError, match="even number of workers"):
         resolve_config(cli_values={"num_envs": 6, "num_workers": 3, "overlap_inference": True})

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from vecpg.run import tensorboard_log
 from vecpg.errors import ConfigError
+from vecpg.run import tensorboard_log
 from vecpg.run.tensorboard_log import TensorBoardCallback, available, scalar_tag
 
 pytestmark = pytest.mark.skipif(not available(), reason="needs the tb extra (tensorboard)")

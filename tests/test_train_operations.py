@@ -18,8 +18,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from vecpg.run import checkpoint
 from vecpg.commands.cli import build_parser, main
+from vecpg.run import checkpoint
 
 TINY = ["--vector", "sync", "--num-envs", "4", "--num-steps", "16"]
 

@@ -18,8 +18,8 @@ import time
 import pytest
 from state_equality import assert_same
 
-from vecpg.run import checkpoint
 from vecpg.commands.cli import main
+from vecpg.run import checkpoint
 from vecpg.run.trainer import Trainer
 
 UPDATE_STEPS = 64  # 4 envs x 16 steps per update

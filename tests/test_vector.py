@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
+from tests.fixture_envs import DictTupleEnv, TextEnv
 from vecpg import SubprocVectorEnv, make_vec
-from vecpg.bench.envs import DictTupleEnv, TextEnv
 from vecpg.vector.env import spin_seconds_for
 
 MODES = [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED]

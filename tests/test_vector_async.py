@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 
+from tests.fixture_envs import TextEnv
 from vecpg import SubprocVectorEnv
-from vecpg.bench.envs import TextEnv
 
 
 def short_cartpole():

@@ -19,9 +19,9 @@ import numpy as np
 import psutil
 import pytest
 
+from tests.fixture_envs import DictTupleEnv, FailingEnv, HangingEnv
 from vecpg import SubprocVectorEnv, WorkerError, WorkerTimeoutError
 from vecpg.vector.action_checks import check_actions
-from vecpg.bench.envs import DictTupleEnv, FailingEnv, HangingEnv
 
 
 def cartpole():

@@ -68,9 +68,9 @@ import numpy as np
 import torch
 
 from vecpg.buffer import STEP_FIELDS, RolloutBuffer, map_structure
-from vecpg.run.config import TrainConfig
 from vecpg.errors import ConfigError, VecpgError, WorkerError
 from vecpg.normalization import ObservationNormalizer, RewardScaler
+from vecpg.run.config import TrainConfig
 from vecpg.sampler import Sampler
 
 if TYPE_CHECKING:

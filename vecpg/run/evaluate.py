@@ -40,11 +40,11 @@ import numpy as np
 import torch
 
 from vecpg.buffer import map_structure
-from vecpg.run.checkpoint import Checkpoint, load_any
-from vecpg.run.config import FIELDS, TrainConfig, resolve_config
 from vecpg.errors import CheckpointError, ConfigError
 from vecpg.normalization import ObservationNormalizer, normalized_space
 from vecpg.policies import ActorCritic
+from vecpg.run.checkpoint import Checkpoint, load_any
+from vecpg.run.config import FIELDS, TrainConfig, resolve_config
 from vecpg.run.trainer import env_factory, make_vector_env, resolve_device
 
 #: Added to the training seed for the default evaluation seed (see the module docstring).

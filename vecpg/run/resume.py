@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vecpg.run.config import FIELDS, TrainConfig, resolve_config
 from vecpg.errors import ConfigError
+from vecpg.run.config import FIELDS, TrainConfig, resolve_config
 
 # Options whose change on resume would break the run, and why (shown in the error).
 FIXED_ON_RESUME: dict[str, str] = {

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 
 from vecpg.buffer import RolloutBuffer
-from vecpg.run.config import TrainConfig
 from vecpg.errors import CheckpointError, ConfigError
 from vecpg.learners import make_learner
-from vecpg.run.metrics import process_time_s
 from vecpg.normalization import ObservationNormalizer, RewardScaler, normalized_space
+from vecpg.run.config import TrainConfig
+from vecpg.run.metrics import process_time_s
 from vecpg.sampler import GymnasiumVectorAdapter, Sampler, needs_adapter
 
 
