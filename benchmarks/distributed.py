@@ -28,12 +28,12 @@ from typing import Any
 import torch
 
 from vecpg.buffer import RolloutBuffer
-from vecpg.run.config import resolve_config
 from vecpg.distributed import RaySampler, import_ray
 from vecpg.learners import make_learner
 from vecpg.policies import ActorCritic
+from vecpg.run.config import resolve_config
+from vecpg.run.env_factory import env_spaces, make_vector_env
 from vecpg.sampler import Sampler
-from vecpg.run.trainer import make_vector_env
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,12 +76,11 @@ def _config(args: argparse.Namespace, samplers: int) -> Any:
     )
 
 
-def _policy_buffer(config: Any, env: Any) -> tuple[ActorCritic, RolloutBuffer]:
+def _policy_buffer(config: Any) -> tuple[ActorCritic, RolloutBuffer]:
     torch.manual_seed(0)
-    policy = ActorCritic(env.single_observation_space, env.single_action_space)
-    buffer = RolloutBuffer(
-        env.single_observation_space, env.single_action_space, config.num_steps, config.num_envs
-    )
+    observation_space, action_space = env_spaces(config.env)
+    policy = ActorCritic(observation_space, action_space)
+    buffer = RolloutBuffer(observation_space, action_space, config.num_steps, config.num_envs)
     return policy, buffer
 
 
@@ -97,7 +96,7 @@ def time_local(args: argparse.Namespace) -> dict[str, Any]:
     config.num_workers = None  # the vector env's own choice for N envs on this machine
     env = make_vector_env(config)
     try:
-        policy, buffer = _policy_buffer(config, env)
+        policy, buffer = _policy_buffer(config)
         sampler = Sampler(env, policy, buffer)
         learner = make_learner(policy, config)
         sampler.reset(seed=0)
@@ -138,7 +137,7 @@ def time_local(args: argparse.Namespace) -> dict[str, Any]:
 def time_ray(args: argparse.Namespace, samplers: int) -> dict[str, Any]:
     config = _config(args, samplers)
     distributed = RaySampler(config)
-    policy, buffer = _policy_buffer(config, distributed)
+    policy, buffer = _policy_buffer(config)
     try:
         distributed.start(policy, buffer)
         nodes = len({info["node_id"] for info in distributed.describe()})

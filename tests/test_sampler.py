@@ -13,7 +13,8 @@ import torch
 
 from vecpg.buffer import RolloutBuffer
 from vecpg.normalization import ObservationNormalizer, normalized_space
-from vecpg.sampler import GymnasiumVectorAdapter, Sampler
+from vecpg.sampler import Sampler
+from vecpg.vector.gymnasium_adapter import GymnasiumVectorAdapter
 
 SAME_STEP = gym.vector.AutoresetMode.SAME_STEP
 
@@ -140,11 +141,11 @@ def test_rollouts_continue_where_the_last_one_stopped_and_count_episodes():
         assert sampler.global_step == 2 * T * len(ENVS)
         # Episodes of length L return 1 + 2 + ... + L and there were 2T steps per env.
         finished = sum((2 * T) // length for length, _ in ENVS)
-        assert sampler.episodes_finished == finished
+        assert sampler.episodes.finished == finished
         returns = {length * (length + 1) / 2 for length, _ in ENVS}
-        assert set(sampler.episode_returns) <= returns
-        assert len(sampler.episode_returns) == min(finished, 20)
-        assert sampler.episode_length_mean() == pytest.approx(np.mean(sampler.episode_lengths))
+        assert set(sampler.episodes.returns) <= returns
+        assert len(sampler.episodes.returns) == min(finished, 20)
+        assert sampler.episodes.length_mean() == pytest.approx(np.mean(sampler.episodes.lengths))
     finally:
         env.close()
 
@@ -191,7 +192,7 @@ def _samplers_with_and_without_overlap(env_id, normalize):
     from vecpg.normalization import RewardScaler
     from vecpg.policies import ActorCritic
     from vecpg.run.config import resolve_config
-    from vecpg.run.trainer import make_vector_env
+    from vecpg.run.env_factory import make_vector_env
 
     samplers = {}
     for overlap in (False, True):
@@ -238,9 +239,9 @@ def test_overlapped_halves_fill_the_same_buffer_as_one_batch(env_id):
                 torch.testing.assert_close(
                     getattr(halves, name), getattr(one, name), rtol=1e-5, atol=1e-5
                 )
-        assert samplers[True].episodes_finished == samplers[False].episodes_finished > 0
-        assert sorted(samplers[True].episode_returns) == pytest.approx(
-            sorted(samplers[False].episode_returns)
+        assert samplers[True].episodes.finished == samplers[False].episodes.finished > 0
+        assert sorted(samplers[True].episodes.returns) == pytest.approx(
+            sorted(samplers[False].episodes.returns)
         )
     finally:
         for sampler in samplers.values():

@@ -232,7 +232,9 @@ def test_vecpg_bench_rejects_bad_values(capsys):
 
 
 def test_harness_does_not_import_torch():
-    code = "import sys, vecpg.bench.sampling, vecpg.commands.bench; assert 'torch' not in sys.modules"
+    code = (
+        "import sys, vecpg.bench.sampling, vecpg.commands.bench; assert 'torch' not in sys.modules"
+    )
     result = run_python(code)
     assert result.returncode == 0, result.stderr
 

@@ -55,7 +55,6 @@ a :class:`vecpg.errors.ConfigError` that names the extra.
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
 import math
@@ -71,7 +70,8 @@ from vecpg.buffer import STEP_FIELDS, RolloutBuffer, map_structure
 from vecpg.errors import ConfigError, VecpgError, WorkerError
 from vecpg.normalization import ObservationNormalizer, RewardScaler
 from vecpg.run.config import TrainConfig
-from vecpg.sampler import Sampler
+from vecpg.run.env_factory import make_vector_env
+from vecpg.sampler import EpisodeWindow, Sampler
 
 if TYPE_CHECKING:
     from vecpg.policies import ActorCritic
@@ -151,8 +151,6 @@ class SegmentSampler:
         env_offset: int,
         num_envs: int,
     ) -> None:
-        from vecpg.run.trainer import make_vector_env
-
         if config.torch_threads > 0:
             torch.set_num_threads(config.torch_threads)
         self.sampler_index, self.env_offset, self.num_envs = sampler_index, env_offset, num_envs
@@ -279,13 +277,12 @@ class SegmentSampler:
 class RaySampler:
     """The :class:`vecpg.sampler.Sampler` interface, backed by K Ray sampler actors.
 
-    Build it with the config (it checks Ray and reads the env's spaces, so it can stand in
-    for the local vector env while the trainer builds the policy), then call :meth:`start`
-    with the policy and the learner's ``[T, N]`` buffer to start Ray and the actors.
+    Build it with the config (it checks Ray and the split of the envs), then call
+    :meth:`start` with the policy and the learner's ``[T, N]`` buffer to start Ray and the
+    actors.
 
     Attributes:
-        single_observation_space, single_action_space, num_envs: as a vector env's.
-        global_step, episodes_finished, episode_returns, episode_lengths: as the Sampler's.
+        global_step, episodes: as the Sampler's.
         timings: seconds spent in the last collect: ``broadcast_s`` (one ``ray.put`` of the
             weights), ``sample_s`` (submit until every segment is ready), ``gather_s``
             (fetching the K segments and copying them into the buffer),
@@ -293,8 +290,6 @@ class RaySampler:
     """
 
     def __init__(self, config: TrainConfig, episode_window: int = 20) -> None:
-        from vecpg.run.trainer import env_factory
-
         import_ray()
         self.config = config
         self.num_envs = config.num_envs
@@ -305,14 +300,7 @@ class RaySampler:
                 f"{config.num_samplers}"
             )
         self.envs_per_sampler = config.num_envs // config.num_samplers
-        factory, _ = env_factory(config.env)
-        probe = factory()
-        self.single_observation_space = probe.observation_space
-        self.single_action_space = probe.action_space
-        probe.close()
-        self.episode_returns: collections.deque[float] = collections.deque(maxlen=episode_window)
-        self.episode_lengths: collections.deque[int] = collections.deque(maxlen=episode_window)
-        self.episodes_finished = 0
+        self.episodes = EpisodeWindow(episode_window)
         self.global_step = 0
         self.timings: dict[str, float] = {}
         self.restarts = 0
@@ -500,9 +488,7 @@ class RaySampler:
             # The single-machine Sampler folds episodes in by step, then by env index.
             order = np.lexsort((episodes[:, 1], episodes[:, 0]))
             episodes = episodes[order]
-            self.episode_returns.extend(episodes[:, 2].tolist())
-            self.episode_lengths.extend(episodes[:, 3].astype(np.int64).tolist())
-            self.episodes_finished += len(episodes)
+            self.episodes.add(episodes[:, 2], episodes[:, 3])
 
     def _normalization_state(self) -> dict[str, Any] | None:
         """The learner's normalization statistics, as the actors load them (CPU)."""
@@ -552,14 +538,6 @@ class RaySampler:
 
     def _get_all(self, refs: list[Any]) -> list[Any]:
         return [self._get(ref, k) for k, ref in enumerate(refs)]
-
-    def episode_return_mean(self) -> float:
-        """Mean return of the last ``episode_window`` finished episodes (NaN if none)."""
-        return float(np.mean(self.episode_returns)) if self.episode_returns else float("nan")
-
-    def episode_length_mean(self) -> float:
-        """Mean length of the last ``episode_window`` finished episodes (NaN if none)."""
-        return float(np.mean(self.episode_lengths)) if self.episode_lengths else float("nan")
 
     # ------------------------------------------------------------------ shutdown
     def close(self) -> None:

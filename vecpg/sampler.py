@@ -21,7 +21,8 @@ the learner's own use of the global generator (minibatch shuffles) does not shif
 The vector env must autoreset in SAME_STEP mode and expose vecpg's fast-path attributes
 (``final_observations``, ``has_final_observation``, ``episode_returns``,
 ``episode_lengths``, ``episode_ended``), as :class:`vecpg.SubprocVectorEnv` does.
-:class:`GymnasiumVectorAdapter` gives a Gymnasium ``SyncVectorEnv`` the same attributes.
+:class:`vecpg.vector.gymnasium_adapter.GymnasiumVectorAdapter` gives any other Gymnasium
+vector env the same attributes.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import collections
 from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -101,71 +101,51 @@ class ActionNoise:
         return noise.to(self.device)
 
 
-class GymnasiumVectorAdapter(gym.vector.VectorWrapper):
-    """vecpg's fast-path attributes on a Gymnasium vector env in SAME_STEP autoreset mode.
+class EpisodeWindow:
+    """Statistics of finished episodes: the last ``size`` returns and lengths, and a count.
 
-    Gymnasium reports final observations in ``infos["final_obs"]`` (an object array); this
-    wrapper stacks them into ``final_observations`` with a ``has_final_observation`` mask,
-    and keeps per-env episode returns and lengths so ``episode_returns``,
-    ``episode_lengths`` and ``episode_ended`` describe the episodes that ended at the last
-    step. The Python loop over ended episodes lives only here, not in the sampler.
+    One sampler, or the Ray learner merging its actors' episodes, adds episodes in (step,
+    env) order, so the window holds the same episodes however the envs are split.
+
+    Example:
+        >>> window = EpisodeWindow(size=2)
+        >>> window.add([1.0, 2.0, 4.0], [10, 20, 40])
+        >>> window.return_mean(), window.length_mean(), window.finished
+        (3.0, 30.0, 3)
     """
 
-    def __init__(self, env: gym.vector.VectorEnv) -> None:
-        super().__init__(env)
-        n = env.num_envs
-        self._running_returns = np.zeros(n, dtype=np.float64)
-        self._running_lengths = np.zeros(n, dtype=np.int64)
-        self.episode_returns = np.zeros(n, dtype=np.float64)
-        self.episode_lengths = np.zeros(n, dtype=np.int64)
-        self.episode_ended = np.zeros(n, dtype=bool)
-        self.has_final_observation = np.zeros(n, dtype=bool)
-        self.final_observations: Any = None
+    def __init__(self, size: int = 20) -> None:
+        self.returns: collections.deque[float] = collections.deque(maxlen=size)
+        self.lengths: collections.deque[int] = collections.deque(maxlen=size)
+        self.finished = 0
 
-    def reset(self, *, seed: Any = None, options: Any = None) -> Any:
-        observations, infos = self.env.reset(seed=seed, options=options)
-        self._running_returns[:] = 0.0
-        self._running_lengths[:] = 0
-        self.episode_ended[:] = False
-        self.has_final_observation[:] = False
-        return observations, infos
+    def add(self, returns: Sequence[float], lengths: Sequence[int]) -> None:
+        """Fold in episodes that just ended, oldest first."""
+        self.returns.extend(float(value) for value in returns)
+        self.lengths.extend(int(value) for value in lengths)
+        self.finished += len(returns)
 
-    def step(self, actions: Any) -> Any:
-        observations, rewards, terminations, truncations, infos = self.env.step(actions)
-        self._running_returns += rewards
-        self._running_lengths += 1
-        ended = np.logical_or(terminations, truncations)
-        self.episode_ended[:] = ended
-        self.episode_returns[:] = np.where(ended, self._running_returns, 0.0)
-        self.episode_lengths[:] = np.where(ended, self._running_lengths, 0)
-        self._running_returns[ended] = 0.0
-        self._running_lengths[ended] = 0
-        self.has_final_observation[:] = infos.get("_final_obs", ended)
-        self.final_observations = map_structure(np.copy, observations)
-        for index in np.flatnonzero(self.has_final_observation):
-            final = infos["final_obs"][index]
-            self.final_observations = _set_row(self.final_observations, int(index), final)
-        return observations, rewards, terminations, truncations, infos
+    def return_mean(self) -> float:
+        """Mean return over the window (NaN before the first episode ends)."""
+        return float(np.mean(self.returns)) if self.returns else float("nan")
 
+    def length_mean(self) -> float:
+        """Mean length over the window (NaN before the first episode ends)."""
+        return float(np.mean(self.lengths)) if self.lengths else float("nan")
 
-def _set_row(batch: Any, index: int, value: Any) -> Any:
-    if isinstance(batch, dict):
-        for key in batch:
-            _set_row(batch[key], index, value[key])
-    elif isinstance(batch, tuple):
-        for part, item in zip(batch, value, strict=True):
-            _set_row(part, index, item)
-    else:
-        batch[index] = value
-    return batch
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "returns": list(self.returns),
+            "lengths": list(self.lengths),
+            "finished": self.finished,
+        }
 
-
-def needs_adapter(env: gym.vector.VectorEnv) -> bool:
-    """True unless the env already provides vecpg's fast-path attributes."""
-    return not all(
-        hasattr(env, name)
-        for name in ("final_observations", "has_final_observation", "episode_ended")
-    )
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.returns.clear()
+        self.lengths.clear()
+        self.finished = 0
+        self.add(state.get("returns", []), state.get("lengths", []))
+        self.finished = int(state.get("finished", self.finished))
 
 
 class Sampler:
@@ -210,9 +190,7 @@ class Sampler:
         self.observation_normalizer = observation_normalizer
         self.reward_scaler = reward_scaler
         self.device = buffer.device
-        self.episode_returns: collections.deque[float] = collections.deque(maxlen=episode_window)
-        self.episode_lengths: collections.deque[int] = collections.deque(maxlen=episode_window)
-        self.episodes_finished = 0
+        self.episodes = EpisodeWindow(episode_window)
         self.global_step = 0
         self._observations: Any = None
 
@@ -292,9 +270,7 @@ class Sampler:
         ended_rows = env.episode_ended[rows]
         if ended_rows.any():
             ended = np.flatnonzero(ended_rows) + first
-            self.episode_returns.extend(env.episode_returns[ended].tolist())
-            self.episode_lengths.extend(env.episode_lengths[ended].tolist())
-            self.episodes_finished += len(ended)
+            self.episodes.add(env.episode_returns[ended], env.episode_lengths[ended])
 
     @torch.no_grad()
     def collect(self) -> None:
@@ -319,7 +295,7 @@ class Sampler:
         float rounding of a half-size batch), only the order of finished episodes may
         interleave differently. Needs a vector env with EnvPool-style ``send``/``recv``
         whose ``recv`` returns one worker's envs and whose workers each host envs of one
-        half (see :func:`vecpg.run.trainer.make_vector_env`).
+        half (see :func:`vecpg.run.env_factory.make_vector_env`).
         """
         env, num_steps = self.env, self.buffer.num_steps
         half = self.buffer.num_envs // 2
@@ -356,10 +332,6 @@ class Sampler:
                     send(h)
         self._observations = latest
 
-    def episode_return_mean(self) -> float:
-        """Mean return of the last ``episode_window`` finished episodes (NaN if none)."""
-        return float(np.mean(self.episode_returns)) if self.episode_returns else float("nan")
-
-    def episode_length_mean(self) -> float:
-        """Mean length of the last ``episode_window`` finished episodes (NaN if none)."""
-        return float(np.mean(self.episode_lengths)) if self.episode_lengths else float("nan")
+    def close(self) -> None:
+        """Close the vector env (idempotent)."""
+        self.env.close()

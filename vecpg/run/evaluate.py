@@ -8,7 +8,7 @@ saved statistics, frozen (evaluation never updates them: the policy must see inp
 scaled exactly as at the checkpoint).
 
 Episodes run on a vector env of ``E`` envs (the run's kind: vecpg's subprocess env or
-Gymnasium's sync env) built by :func:`vecpg.run.trainer.make_vector_env`, so ``module:Class``
+Gymnasium's sync env) built by :func:`vecpg.run.env_factory.make_vector_env`, so ``module:Class``
 envs work as in training. Counting episodes without bias: stopping at the first N
 episodes to finish *in time* would over-represent short episodes (an env whose episodes
 are short finishes more of them before the long ones end). Instead each env ``i`` gets a
@@ -45,7 +45,8 @@ from vecpg.normalization import ObservationNormalizer, normalized_space
 from vecpg.policies import ActorCritic
 from vecpg.run.checkpoint import Checkpoint, load_any
 from vecpg.run.config import FIELDS, TrainConfig, resolve_config
-from vecpg.run.trainer import env_factory, make_vector_env, resolve_device
+from vecpg.run.env_factory import env_factory, make_vector_env
+from vecpg.run.trainer import resolve_device
 
 #: Added to the training seed for the default evaluation seed (see the module docstring).
 EVAL_SEED_OFFSET = 1_000_000_000

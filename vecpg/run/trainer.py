@@ -10,16 +10,14 @@ other modules (checkpoints, progress, health, TensorBoard) plug in the same way.
 from __future__ import annotations
 
 import datetime
-import importlib
 import json
 import random
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 
@@ -28,8 +26,9 @@ from vecpg.errors import CheckpointError, ConfigError
 from vecpg.learners import make_learner
 from vecpg.normalization import ObservationNormalizer, RewardScaler, normalized_space
 from vecpg.run.config import TrainConfig
+from vecpg.run.env_factory import env_spaces, make_vector_env
 from vecpg.run.metrics import process_time_s
-from vecpg.sampler import GymnasiumVectorAdapter, Sampler, needs_adapter
+from vecpg.sampler import Sampler
 
 
 def resolve_device(name: str) -> torch.device:
@@ -41,72 +40,33 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def env_factory(spec: str) -> tuple[Callable[[], gym.Env], str | None]:
-    """A zero-argument env constructor for ``spec``, and the Gymnasium id if it is one.
+def make_sampler(
+    config: TrainConfig,
+    policy: Any,
+    buffer: RolloutBuffer,
+    observation_normalizer: ObservationNormalizer | None,
+    reward_scaler: RewardScaler | None,
+) -> Any:
+    """The sampler that fills ``buffer``: a local :class:`Sampler` or, with ``backend="ray"``,
+    a started :class:`vecpg.distributed.RaySampler` (same interface: ``reset``, ``collect``,
+    ``global_step``, ``episodes``, ``close``)."""
+    if config.backend == "ray":
+        from vecpg.distributed import RaySampler
 
-    ``spec`` is a registered Gymnasium id (``CartPole-v1``), ``module:EnvClass`` or
-    ``module:make_fn`` (any callable returning a ``gymnasium.Env``), or ``module:Env-v0``
-    for an id that importing ``module`` registers.
-
-    Raises:
-        ConfigError: unknown id, unimportable module or missing attribute (one line).
-    """
-    if ":" in spec:
-        module_name, attribute = spec.split(":", 1)
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as error:
-            raise ConfigError(
-                f"env {spec!r}: cannot import module {module_name!r} ({error})"
-            ) from None
-        target = getattr(module, attribute, None)
-        if callable(target):
-            return target, None
-        if attribute in gym.envs.registry:
-            return (lambda: gym.make(attribute)), attribute
-        raise ConfigError(
-            f"env {spec!r}: module {module_name!r} has no env class or function {attribute!r}"
+        return RaySampler(config).start(
+            policy,
+            buffer,
+            observation_normalizer=observation_normalizer,
+            reward_scaler=reward_scaler,
         )
-    if spec not in gym.envs.registry:
-        import difflib
-
-        close = difflib.get_close_matches(spec, list(gym.envs.registry), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(
-            f"unknown env id {spec!r}: not in Gymnasium's registry (use a registered id or "
-            f"module:EnvClass){hint}"
-        )
-    return (lambda: gym.make(spec)), spec
-
-
-def make_vector_env(config: TrainConfig) -> gym.vector.VectorEnv:
-    """The SAME_STEP-autoreset vector env of ``config`` with vecpg's fast-path attributes."""
-    factory, env_id = env_factory(config.env)
-    try:  # build one env here so a broken env fails with a one-line message, not in a worker
-        probe = factory()
-    except gym.error.Error as error:
-        raise ConfigError(f"env {config.env!r} cannot be created: {error}") from None
-    if not isinstance(probe, gym.Env):
-        raise ConfigError(f"env {config.env!r} did not produce a gymnasium.Env (got {probe!r})")
-    probe.close()
-    same_step = gym.vector.AutoresetMode.SAME_STEP
-    if config.vector == "subproc":
-        from vecpg.vector.env import SubprocVectorEnv, make_vec
-
-        # copy=False: the sampler copies each observation into the rollout buffer before the
-        # next step, so views into shared memory save one copy of every observation.
-        options: dict[str, Any] = {"autoreset_mode": same_step, "infos": "none", "copy": False}
-        options["num_workers"] = config.num_workers
-        if config.overlap_inference:
-            # Halves of the envs on separate workers; recv() returns one worker's envs.
-            options["num_workers"] = config.num_workers or 2
-            options["parent_share"] = False
-            options["batch_size"] = config.num_envs // options["num_workers"]
-        if env_id is not None:
-            return make_vec(env_id, config.num_envs, **options)
-        return SubprocVectorEnv([factory] * config.num_envs, **options)
-    env = gym.vector.SyncVectorEnv([factory] * config.num_envs, autoreset_mode=same_step)
-    return GymnasiumVectorAdapter(env) if needs_adapter(env) else env
+    return Sampler(
+        make_vector_env(config),
+        policy,
+        buffer,
+        observation_normalizer=observation_normalizer,
+        reward_scaler=reward_scaler,
+        overlap=config.overlap_inference,
+    )
 
 
 def default_run_dir(config: TrainConfig) -> Path:
@@ -161,18 +121,7 @@ class Trainer:
             torch.set_num_threads(config.torch_threads)
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
-        self.env: Any
-        if config.backend == "ray":
-            from vecpg.distributed import RaySampler
-
-            self.env = RaySampler(config)  # the env's spaces now; _build starts the actors
-        else:
-            self.env = make_vector_env(config)
-        try:
-            self._build()
-        except BaseException:
-            self.env.close()
-            raise
+        self._build()
         self.run_dir = Path(run_dir or config.run_dir or default_run_dir(config))
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_config(config, self.run_dir)
@@ -183,9 +132,8 @@ class Trainer:
     def _build(self) -> None:
         from vecpg.policies import ActorCritic
 
-        config, env = self.config, self.env
-        self.observation_space = env.single_observation_space
-        self.action_space = env.single_action_space
+        config = self.config
+        self.observation_space, self.action_space = env_spaces(config.env)
         self.observation_normalizer = None
         if config.normalize_observations:
             try:
@@ -217,24 +165,12 @@ class Trainer:
         self.buffer = RolloutBuffer(
             policy_space, self.action_space, config.num_steps, config.num_envs, self.device
         )
-        self.sampler: Any
-        if config.backend == "ray":  # env is a RaySampler: start its actors, sample there
-            self.sampler = env.start(
-                self.policy,
-                self.buffer,
-                observation_normalizer=self.observation_normalizer,
-                reward_scaler=self.reward_scaler,
-            )
-        else:
-            self.sampler = Sampler(
-                env,
-                self.policy,
-                self.buffer,
-                observation_normalizer=self.observation_normalizer,
-                reward_scaler=self.reward_scaler,
-                overlap=config.overlap_inference,
-            )
         self.learner = make_learner(self.policy, config)
+        # Last: the sampler starts worker processes (or Ray actors) that must not outlive a
+        # failure in building anything else.
+        self.sampler = make_sampler(
+            config, self.policy, self.buffer, self.observation_normalizer, self.reward_scaler
+        )
 
     @property
     def global_step(self) -> int:
@@ -257,10 +193,10 @@ class Trainer:
             "global_step": self.global_step,
             "time_s": process_time_s(),
             "sps": (self.global_step - self._start_step) / max(elapsed, 1e-9),
-            "episode_return_mean": self.sampler.episode_return_mean(),
-            "episode_length_mean": self.sampler.episode_length_mean(),
+            "episode_return_mean": self.sampler.episodes.return_mean(),
+            "episode_length_mean": self.sampler.episodes.length_mean(),
             "update": self.update,
-            "episodes_finished": self.sampler.episodes_finished,
+            "episodes_finished": self.sampler.episodes.finished,
             **metrics,
         }
 
@@ -317,16 +253,16 @@ class Trainer:
             "time_s": process_time_s(),
             "train_time_s": train_time,
             "sps": (self.global_step - self._start_step) / max(train_time, 1e-9),
-            "episode_return_mean": self.sampler.episode_return_mean(),
-            "episode_length_mean": self.sampler.episode_length_mean(),
-            "episodes_finished": self.sampler.episodes_finished,
+            "episode_return_mean": self.sampler.episodes.return_mean(),
+            "episode_length_mean": self.sampler.episodes.length_mean(),
+            "episodes_finished": self.sampler.episodes.finished,
             "stop_reason": self.stop_reason,
             "run_dir": str(self.run_dir),
         }
 
     def close(self) -> None:
-        """Close the vector env (idempotent)."""
-        self.env.close()
+        """Close the sampler and its envs (idempotent)."""
+        self.sampler.close()
 
     def __enter__(self) -> Trainer:
         return self
@@ -352,11 +288,7 @@ class Trainer:
             "reward_scaler": self.reward_scaler.state_dict() if self.reward_scaler else None,
             "global_step": self.global_step,
             "update": self.update,
-            "episodes": {
-                "returns": list(self.sampler.episode_returns),
-                "lengths": list(self.sampler.episode_lengths),
-                "finished": self.sampler.episodes_finished,
-            },
+            "episodes": self.sampler.episodes.state_dict(),
             "rng": rng,
             "config": self.config.to_dict(),
         }
@@ -386,12 +318,7 @@ class Trainer:
             self.reward_scaler.load_state_dict(state["reward_scaler"])
         self.sampler.global_step = int(state["global_step"])
         self.update = int(state["update"])
-        episodes = state.get("episodes", {})
-        self.sampler.episode_returns.clear()
-        self.sampler.episode_returns.extend(episodes.get("returns", []))
-        self.sampler.episode_lengths.clear()
-        self.sampler.episode_lengths.extend(episodes.get("lengths", []))
-        self.sampler.episodes_finished = int(episodes.get("finished", 0))
+        self.sampler.episodes.load_state_dict(state.get("episodes", {}))
         rng = state.get("rng", {})
         if "python" in rng:
             random.setstate(rng["python"])

@@ -1,0 +1,99 @@
+"""From an env spec to envs: one env to read the spaces, and the vector env a run steps.
+
+``spec`` is what ``--env`` takes: a registered Gymnasium id (``CartPole-v1``),
+``module:EnvClass`` or ``module:make_fn`` (any callable returning a ``gymnasium.Env``), or
+``module:Env-v0`` for an id that importing ``module`` registers. The trainer, the Ray
+samplers and ``vecpg eval`` all build their envs here, so an id means the same everywhere.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+
+from vecpg.errors import ConfigError
+from vecpg.run.config import TrainConfig
+from vecpg.vector.gymnasium_adapter import GymnasiumVectorAdapter, needs_adapter
+
+
+def env_factory(spec: str) -> tuple[Callable[[], gym.Env], str | None]:
+    """A zero-argument env constructor for ``spec``, and the Gymnasium id if it is one.
+
+    ``spec`` is a registered Gymnasium id (``CartPole-v1``), ``module:EnvClass`` or
+    ``module:make_fn`` (any callable returning a ``gymnasium.Env``), or ``module:Env-v0``
+    for an id that importing ``module`` registers.
+
+    Raises:
+        ConfigError: unknown id, unimportable module or missing attribute (one line).
+    """
+    if ":" in spec:
+        module_name, attribute = spec.split(":", 1)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise ConfigError(
+                f"env {spec!r}: cannot import module {module_name!r} ({error})"
+            ) from None
+        target = getattr(module, attribute, None)
+        if callable(target):
+            return target, None
+        if attribute in gym.envs.registry:
+            return (lambda: gym.make(attribute)), attribute
+        raise ConfigError(
+            f"env {spec!r}: module {module_name!r} has no env class or function {attribute!r}"
+        )
+    if spec not in gym.envs.registry:
+        import difflib
+
+        close = difflib.get_close_matches(spec, list(gym.envs.registry), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(
+            f"unknown env id {spec!r}: not in Gymnasium's registry (use a registered id or "
+            f"module:EnvClass){hint}"
+        )
+    return (lambda: gym.make(spec)), spec
+
+
+def env_spaces(spec: str) -> tuple[gym.Space, gym.Space]:
+    """One env's (observation_space, action_space), from an env built and closed here.
+
+    Building one env in this process turns a broken env into a one-line ConfigError before
+    any worker starts, and gives the spaces the policy is built for.
+    """
+    factory, _ = env_factory(spec)
+    try:
+        probe = factory()
+    except gym.error.Error as error:
+        raise ConfigError(f"env {spec!r} cannot be created: {error}") from None
+    if not isinstance(probe, gym.Env):
+        raise ConfigError(f"env {spec!r} did not produce a gymnasium.Env (got {probe!r})")
+    try:
+        return probe.observation_space, probe.action_space
+    finally:
+        probe.close()
+
+
+def make_vector_env(config: TrainConfig) -> gym.vector.VectorEnv:
+    """The SAME_STEP-autoreset vector env of ``config`` with vecpg's fast-path attributes."""
+    factory, env_id = env_factory(config.env)
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    if config.vector == "subproc":
+        from vecpg.vector.env import SubprocVectorEnv, make_vec
+
+        # copy=False: the sampler copies each observation into the rollout buffer before the
+        # next step, so views into shared memory save one copy of every observation.
+        options: dict[str, Any] = {"autoreset_mode": same_step, "infos": "none", "copy": False}
+        options["num_workers"] = config.num_workers
+        if config.overlap_inference:
+            # Halves of the envs on separate workers; recv() returns one worker's envs.
+            options["num_workers"] = config.num_workers or 2
+            options["parent_share"] = False
+            options["batch_size"] = config.num_envs // options["num_workers"]
+        if env_id is not None:
+            return make_vec(env_id, config.num_envs, **options)
+        return SubprocVectorEnv([factory] * config.num_envs, **options)
+    env = gym.vector.SyncVectorEnv([factory] * config.num_envs, autoreset_mode=same_step)
+    return GymnasiumVectorAdapter(env) if needs_adapter(env) else env

@@ -1,0 +1,83 @@
+"""vecpg's fast-path attributes on any Gymnasium vector env (numpy only, no torch).
+
+The sampler reads ``final_observations``, ``has_final_observation``, ``episode_returns``,
+``episode_lengths`` and ``episode_ended`` (each ``[N, ...]``) after every step.
+:class:`~vecpg.vector.env.SubprocVectorEnv` keeps them in shared memory; this wrapper derives
+them from a Gymnasium vector env's own outputs, so ``SyncVectorEnv`` or a native vector env
+can feed the same sampler.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from workers.shared_layout import map_tree
+
+FAST_PATH_ATTRIBUTES = ("final_observations", "has_final_observation", "episode_ended")
+
+
+class GymnasiumVectorAdapter(gym.vector.VectorWrapper):
+    """vecpg's fast-path attributes on a Gymnasium vector env in SAME_STEP autoreset mode.
+
+    Gymnasium reports final observations in ``infos["final_obs"]`` (an object array); this
+    wrapper stacks them into ``final_observations`` with a ``has_final_observation`` mask,
+    and keeps per-env episode returns and lengths so ``episode_returns``,
+    ``episode_lengths`` and ``episode_ended`` describe the episodes that ended at the last
+    step. The Python loop over ended episodes lives only here, not in the sampler.
+    """
+
+    def __init__(self, env: gym.vector.VectorEnv) -> None:
+        super().__init__(env)
+        n = env.num_envs
+        self._running_returns = np.zeros(n, dtype=np.float64)
+        self._running_lengths = np.zeros(n, dtype=np.int64)
+        self.episode_returns = np.zeros(n, dtype=np.float64)
+        self.episode_lengths = np.zeros(n, dtype=np.int64)
+        self.episode_ended = np.zeros(n, dtype=bool)
+        self.has_final_observation = np.zeros(n, dtype=bool)
+        self.final_observations: Any = None
+
+    def reset(self, *, seed: Any = None, options: Any = None) -> Any:
+        observations, infos = self.env.reset(seed=seed, options=options)
+        self._running_returns[:] = 0.0
+        self._running_lengths[:] = 0
+        self.episode_ended[:] = False
+        self.has_final_observation[:] = False
+        return observations, infos
+
+    def step(self, actions: Any) -> Any:
+        observations, rewards, terminations, truncations, infos = self.env.step(actions)
+        self._running_returns += rewards
+        self._running_lengths += 1
+        ended = np.logical_or(terminations, truncations)
+        self.episode_ended[:] = ended
+        self.episode_returns[:] = np.where(ended, self._running_returns, 0.0)
+        self.episode_lengths[:] = np.where(ended, self._running_lengths, 0)
+        self._running_returns[ended] = 0.0
+        self._running_lengths[ended] = 0
+        self.has_final_observation[:] = infos.get("_final_obs", ended)
+        self.final_observations = map_tree(np.copy, observations)
+        for index in np.flatnonzero(self.has_final_observation):
+            final = infos["final_obs"][index]
+            self.final_observations = _set_row(self.final_observations, int(index), final)
+        return observations, rewards, terminations, truncations, infos
+
+
+def _set_row(batch: Any, index: int, value: Any) -> Any:
+    if isinstance(batch, dict):
+        for key in batch:
+            _set_row(batch[key], index, value[key])
+    elif isinstance(batch, tuple):
+        for part, item in zip(batch, value, strict=True):
+            _set_row(part, index, item)
+    else:
+        batch[index] = value
+    return batch
+
+
+def needs_adapter(env: gym.vector.VectorEnv) -> bool:
+    """True unless the env already provides vecpg's fast-path attributes."""
+    return not all(hasattr(env, name) for name in FAST_PATH_ATTRIBUTES)
