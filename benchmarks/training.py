@@ -36,6 +36,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from vecpg.vector.worker_defaults import usable_cores
+
 # rl-baselines3-zoo CartPole-v1 entries, copied verbatim. Both files were read at two
 # commits (the CartPole-v1 entries are identical at both).
 RL_ZOO_SOURCE = {
@@ -717,7 +719,7 @@ def run_benchmark(args: argparse.Namespace, runs_root: Path) -> dict[str, Any]:
         "benchmark": "training (issue 3)",
         "settings": dict(vars(args)),
         "machine": {
-            "usable_cores": len(os.sched_getaffinity(0)),
+            "usable_cores": usable_cores(),
             "load_average_at_start": os.getloadavg(),
             "versions": _versions(),
             "torch_threads": 1,
@@ -832,7 +834,7 @@ def _json_safe(value: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = resolve_defaults(build_parser().parse_args(argv))
-    print(f"usable cores: {len(os.sched_getaffinity(0))}, load average: {os.getloadavg()}")
+    print(f"usable cores: {usable_cores()}, load average: {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="vecpg-training-bench-") as scratch:
         runs_root = Path(args.runs_dir) if args.runs_dir else Path(scratch)
         runs_root.mkdir(parents=True, exist_ok=True)

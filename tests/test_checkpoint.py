@@ -23,6 +23,7 @@ from vecpg.run.checkpoint import (
     load_latest,
     save,
 )
+from vecpg.run.files import rewind_log
 
 
 def make_state(step: int) -> dict:
@@ -332,18 +333,6 @@ def test_real_trainer_state_round_trips_and_training_goes_on(tmp_path):
     assert steps == list(range(256, 4096 + 1, 256))  # extended, no duplicated or lost rows
 
 
-def test_rewind_log_drops_rows_after_the_checkpoint_and_half_lines(tmp_path):
-    path = tmp_path / "metrics.csv"
-    path.write_text("global_step,sps\n100,5\n200,5\n300,5\n40")  # killed mid-line
-    assert checkpoint.rewind_log(path, 200) == 2
-    assert path.read_text() == "global_step,sps\n100,5\n200,5\n"
-    assert checkpoint.rewind_log(path, 200) == 0
-    assert checkpoint.rewind_log(tmp_path / "missing.csv", 5) == 0
-    (tmp_path / "other.csv").write_text("step\n1\n")
-    with pytest.raises(CheckpointError, match="no 'global_step' column"):
-        checkpoint.rewind_log(tmp_path / "other.csv", 0)
-
-
 KILLED_RUN = """
 import sys
 from vecpg.run.checkpoint import CheckpointCallback
@@ -390,7 +379,7 @@ def test_sigkill_between_checkpoints_then_resume(tmp_path):
     latest = load_latest(run_dir)
     assert metrics_steps(run_dir)[-1] > latest.step  # rows past the checkpoint exist
 
-    assert checkpoint.rewind_log(run_dir / "metrics.csv", latest.step) >= 1
+    assert rewind_log(run_dir / "metrics.csv", latest.step) >= 1
     resumed = make_trainer(run_dir, [MetricsCSV()], total_steps=latest.step + 2048)
     resumed.load_state_dict(latest.state)
     assert resumed.global_step == latest.step

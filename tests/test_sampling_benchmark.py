@@ -16,6 +16,7 @@ import pytest
 from tests.fresh_python import run_python
 from vecpg.bench import sampling as sampling_benchmark
 from vecpg.commands.cli import main as cli_main
+from vecpg.vector.worker_defaults import usable_cores
 
 HAS_VECPG_VECTOR = importlib.util.find_spec("vecpg.vector.env") is not None
 TINY = {"repeats": 1, "seconds": 0.0, "warmup_seconds": 0.0, "min_steps": 3, "log": None}
@@ -81,7 +82,7 @@ def test_tiny_grid_is_well_formed_json_with_positive_rates():
 
         workers, share, *spins = vecpg_point["resolved_layout"]
         assert workers == vecpg_point["resolved_num_workers"] >= 1 and isinstance(share, bool)
-        assert spins == list(spin_seconds_for("auto", workers, sampling_benchmark.usable_cores()))
+        assert spins == list(spin_seconds_for("auto", workers, usable_cores()))
 
 
 def test_missing_peer_is_skipped_with_a_reason(monkeypatch):
@@ -184,10 +185,10 @@ def test_grid_checks_measure_parallel_capacity_on_several_cores():
         workloads=["image"], num_envs=[2], num_workers=[1], peers=["sync"], checks=True, **TINY
     )
     capacity = report["workloads"]["image"]["parallel_capacity"]
-    if sampling_benchmark.usable_cores() == 1:
+    if usable_cores() == 1:
         assert capacity is None
         return
-    assert capacity["processes"] == sampling_benchmark.usable_cores()
+    assert capacity["processes"] == usable_cores()
     assert capacity["speedup"] > 0
     assert "parallel capacity (image): " in sampling_benchmark.format_table(report)
 

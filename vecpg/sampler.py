@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from vecpg.buffer import RolloutBuffer, map_structure
@@ -119,11 +120,12 @@ class EpisodeWindow:
         self.lengths: collections.deque[int] = collections.deque(maxlen=size)
         self.finished = 0
 
-    def add(self, returns: Sequence[float], lengths: Sequence[int]) -> None:
-        """Fold in episodes that just ended, oldest first."""
-        self.returns.extend(float(value) for value in returns)
-        self.lengths.extend(int(value) for value in lengths)
-        self.finished += len(returns)
+    def add(self, returns: npt.ArrayLike, lengths: npt.ArrayLike) -> None:
+        """Fold in episodes that just ended (``[E]`` returns and lengths), oldest first."""
+        new_returns: list[float] = np.asarray(returns, dtype=np.float64).tolist()
+        self.returns.extend(new_returns)
+        self.lengths.extend(np.asarray(lengths, dtype=np.int64).tolist())
+        self.finished += len(new_returns)
 
     def return_mean(self) -> float:
         """Mean return over the window (NaN before the first episode ends)."""

@@ -45,6 +45,7 @@ import gymnasium
 import numpy as np
 
 from vecpg.bench import envs as synthetic
+from vecpg.vector.worker_defaults import usable_cores
 
 WORKLOADS = ("cartpole", "busy", "image")
 PEERS = ("sync", "async", "sb3", "envpool", "pufferlib")
@@ -417,11 +418,6 @@ def _capacity_text(capacity: dict[str, Any]) -> str:
 
 def _median(values) -> float:
     return float(np.median(list(values)))
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (affinity mask / cpuset aware)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def machine_info() -> dict[str, Any]:

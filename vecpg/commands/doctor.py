@@ -26,6 +26,8 @@ import traceback
 from collections.abc import Callable
 from importlib import metadata
 
+from vecpg.vector.worker_defaults import usable_cores
+
 HELP = "check this machine: versions, cores, CUDA, shared memory, vector env, learning"
 DESCRIPTION = (
     "Self-check for a new install: prints versions, usable CPU cores, CUDA availability "
@@ -57,14 +59,6 @@ def _version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "not installed"
-
-
-def usable_cores() -> int:
-    """CPU cores this process may run on (affinity and cgroup-limited where known)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS/Windows
-        return os.cpu_count() or 1
 
 
 def _gib(size: float) -> str:

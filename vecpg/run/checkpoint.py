@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from vecpg.errors import CheckpointError
+from vecpg.run.files import write_atomically
 
 CHECKPOINT_SUBDIR = "checkpoints"
 DEFAULT_KEEP_LAST = 3
@@ -82,39 +82,10 @@ def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _fsync_directory(directory: Path) -> None:
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds; the rename is still atomic
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
 def _write_atomically(state: Mapping[str, Any], path: Path) -> None:
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            torch.save(dict(state), stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(path.parent)
+    write_atomically(path, lambda stream: torch.save(dict(state), stream), binary=True)
 
 
 def save(
@@ -291,59 +262,6 @@ def load_any(
     state = load(path, map_location=map_location, weights_only=weights_only)
     step = int(match.group(1)) if match else int(state.get("global_step", 0) or 0)
     return Checkpoint(path, step, state)
-
-
-def rewind_log(path: str | os.PathLike[str], step: int, *, step_column: str = "global_step") -> int:
-    r"""Drop the rows of a CSV log whose ``step_column`` is after ``step``; atomically.
-
-    A run killed between checkpoints logged rows past its last checkpoint; resuming from
-    that checkpoint logs those steps again. Rewinding ``metrics.csv`` to the checkpoint's
-    step first keeps the file free of duplicated (and lost) steps. A missing file is fine.
-
-    Returns:
-        The number of rows dropped.
-
-    Example:
-        >>> import tempfile, pathlib
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "metrics.csv"
-        >>> _ = path.write_text("global_step,sps\n100,5\n200,5\n300,5\n")
-        >>> rewind_log(path, 200), path.read_text()
-        (1, 'global_step,sps\n100,5\n200,5\n')
-    """
-    import csv
-
-    path = Path(path)
-    if not path.is_file():
-        return 0
-    with open(path, newline="", encoding="utf-8") as stream:
-        lines = stream.read().splitlines(keepends=True)
-    if not lines:
-        return 0
-    header = next(csv.reader([lines[0]]))
-    if step_column not in header:
-        raise CheckpointError(f"{path} has no {step_column!r} column to rewind by")
-    column = header.index(step_column)
-    kept = [lines[0]]
-    for line in lines[1:]:
-        fields = next(csv.reader([line]), [])
-        # a line half-written when the process was killed: no newline or missing fields
-        if not line.endswith("\n") or len(fields) != len(header):
-            continue
-        try:
-            row_step = float(fields[column])
-        except ValueError:
-            continue
-        if row_step <= step:
-            kept.append(line)
-    dropped = len(lines) - len(kept)
-    if dropped:
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as stream:
-            stream.writelines(kept)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    return dropped
 
 
 def first_nonfinite_entry(state: Any, prefix: str = "") -> str | None:

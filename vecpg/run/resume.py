@@ -17,15 +17,14 @@ and RNG states; the envs restart from a fresh reset seeded past the original one
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from vecpg.errors import ConfigError
 from vecpg.run.config import FIELDS, TrainConfig, resolve_config
+from vecpg.run.files import rewind_log
 
 # Options whose change on resume would break the run, and why (shown in the error).
 FIXED_ON_RESUME: dict[str, str] = {
@@ -93,46 +92,6 @@ def resume_config(saved: dict[str, Any], overrides: dict[str, Any]) -> TrainConf
     return config
 
 
-def _rewrite_atomically(path: Path, lines: list[str]) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-        stream.writelines(lines)
-        stream.flush()
-        os.fsync(stream.fileno())
-    os.replace(temporary, path)
-
-
-def rewind_jsonl(path: str | os.PathLike[str], step: int, *, step_key: str = "global_step") -> int:
-    """Drop the JSON lines of ``path`` whose ``step_key`` is after ``step``; atomically.
-
-    Half-written last lines (a process killed mid-write) are dropped too. A missing file
-    is fine. Returns the number of lines dropped.
-
-    Example:
-        >>> import pathlib
-        >>> path = pathlib.Path(tempfile.mkdtemp()) / "health.jsonl"
-        >>> _ = path.write_text('{"global_step": 10}\\n{"global_step": 30}\\n{"glo')
-        >>> rewind_jsonl(path, 20), path.read_text()
-        (2, '{"global_step": 10}\\n')
-    """
-    path = Path(path)
-    if not path.is_file():
-        return 0
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-            keep = line.endswith("\n") and float(record.get(step_key, 0)) <= step
-        except (ValueError, TypeError, AttributeError):
-            keep = False
-        if keep:
-            kept.append(line)
-    if len(kept) != len(lines):
-        _rewrite_atomically(path, kept)
-    return len(lines) - len(kept)
-
-
 def prepare(run_dir: str | os.PathLike[str], overrides: dict[str, Any]) -> ResumePlan:
     """Load ``run_dir``'s latest readable checkpoint, resolve the config, rewind the logs.
 
@@ -140,7 +99,7 @@ def prepare(run_dir: str | os.PathLike[str], overrides: dict[str, Any]) -> Resum
         CheckpointError: no readable checkpoint in ``run_dir``.
         ConfigError: a forbidden override, or the run already reached ``total_steps``.
     """
-    from vecpg.run.checkpoint import load_latest, rewind_log
+    from vecpg.run.checkpoint import load_latest
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -161,5 +120,5 @@ def prepare(run_dir: str | os.PathLike[str], overrides: dict[str, Any]) -> Resum
         )
     # Only after every check passed: a refused resume must leave the logs untouched.
     rows_dropped = rewind_log(run_dir / "metrics.csv", checkpoint.step)
-    rewind_jsonl(run_dir / "health.jsonl", checkpoint.step)
+    rewind_log(run_dir / "health.jsonl", checkpoint.step)
     return ResumePlan(run_dir, checkpoint, config, rows_dropped)
