@@ -1,4 +1,4 @@
-"""Distributed sampling benchmark (issue 5): env steps/s against the number of Ray samplers.
+"""Distributed sampling benchmark: env steps/s against the number of Ray samplers.
 
     python benchmarks/distributed.py                        # K = 1, 2 on a local Ray
     python benchmarks/distributed.py --samplers 1 2 4 --num-envs 64 --updates 20

@@ -1,4 +1,4 @@
-"""Sampling benchmark of issue 2: the full grid, the printed table, JSON, and the targets.
+"""Sampling benchmark: the full grid, the printed table, JSON, and the targets.
 
     python benchmarks/sampling.py --quick                 # ~2 minutes: the target points only
     python benchmarks/sampling.py                         # the full grid (tens of minutes)
@@ -93,7 +93,7 @@ def _ratio_target(report, name, workload, num_envs, match, peer, minimum) -> dic
 
 
 def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The issue's targets as {name, status: PASS/FAIL/SKIP, value, detail} from one report."""
+    """The targets as {name, status: PASS/FAIL/SKIP, value, detail} from one report."""
     one_worker = lambda point: (  # noqa: E731
         point["kind"] == "vecpg" and point["num_workers"] == 1 and point["wait"] is None
     )

@@ -1,4 +1,4 @@
-"""Training benchmarks of issue 3: time to solve CartPole, training throughput, learning quality.
+"""Training benchmarks: time to solve CartPole, training throughput, learning quality.
 
     python benchmarks/training.py --quick          # smoke run: 1 seed, target 100, 5k steps
     python benchmarks/training.py                  # time to solve (5 seeds) + throughput
@@ -523,7 +523,7 @@ def summarize_throughput(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def target_checks(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """PASS/FAIL of issue 3's targets, each from ratios measured in this run."""
+    """PASS/FAIL of the targets, each from ratios measured in this run."""
     checks = []
     solve = report.get("solve", {}).get("summary", {})
     for tool in ("vecpg-ppo", "vecpg-a2c"):
@@ -716,7 +716,7 @@ def run_benchmark(args: argparse.Namespace, runs_root: Path) -> dict[str, Any]:
     extra = shlex.split(args.vecpg_args)
     common = {"runs_root": runs_root, "timeout_s": args.timeout, "vecpg_extra": extra}
     report: dict[str, Any] = {
-        "benchmark": "training (issue 3)",
+        "benchmark": "training",
         "settings": dict(vars(args)),
         "machine": {
             "usable_cores": usable_cores(),

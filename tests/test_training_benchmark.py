@@ -185,14 +185,14 @@ def test_zoo_a2c_maps_onto_vecpg_train_options():
     assert {name: getattr(config, name) for name in expected} == expected
 
 
-def test_vecpg_default_command_is_the_issue_command(tmp_path):
+def test_vecpg_default_command_is_the_plain_train_command(tmp_path):
     command = training.vecpg_command(
         "ppo", "defaults", env="CartPole-v1", seed=3, run_dir=tmp_path, target=475
     )
     assert command[command.index("train") :][:7] == [
         "train", "--env", "CartPole-v1", "--seed", "3", "--algo", "ppo",
     ]  # fmt: skip
-    # beyond the issue's command: only run-operation options and the default thread count
+    # beyond the plain command: only run-operation options and the default thread count
     tail = command[command.index("ppo") + 1 :]
     assert tail == [
         "--stop-at-return", "475", "--torch-threads", "1", "--run-dir", str(tmp_path), "--quiet",

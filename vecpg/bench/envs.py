@@ -152,8 +152,8 @@ class ImageEnv(gymnasium.Env):
 
     One byte of a preallocated frame changes per step and the step returns a copy of the
     frame (Gymnasium's ``check_env`` requires new data on every call), so a step costs
-    ~2 µs on the 2-vCPU development VM, most of it that 28 KB copy, and a vectorizer's
-    benchmark measures the vectorizer: moving 28 KB per env per step. Episodes last
+    little more than that 28 KB copy, and a vectorizer's benchmark measures the vectorizer:
+    moving 28 KB per env per step. Episodes last
     ``episode_length`` steps and end by truncation, except every third episode, which
     terminates.
 
@@ -217,8 +217,8 @@ class BusyImageEnv(ImageEnv):
     An image env with a simulator-like step cost, for benchmarks where a CNN policy's
     inference and env stepping take comparable time (``benchmarks/overlap.py``). The
     work is a fixed iteration count, not a per-process calibration, so every worker of
-    every configuration does the same work; 6,600 iterations took ~1 ms on the 2-core
-    development VM.
+    every configuration does the same work (``benchmarks/overlap.py`` picks a count that
+    takes about a millisecond).
 
     Example:
         >>> env = BusyImageEnv(iterations=10)

@@ -13,7 +13,7 @@ env in this process times the usable cores: what perfect parallelism would give.
 process per core at once, against one process (a shared VM often gives far less than the
 core count, and then so does every multi-process vectorizer).
 
-Workloads: ``cartpole`` (CartPole-v1, ~5 µs a step), ``busy`` (:class:`vecpg.bench.envs.BusyEnv`,
+Workloads: ``cartpole`` (CartPole-v1, a few microseconds a step), ``busy`` (:class:`vecpg.bench.envs.BusyEnv`,
 ``step_cost_us`` of CPU work; the loop's iteration count is calibrated once here and passed
 to every env so that every vectorizer does identical work) and ``image``
 (:class:`vecpg.bench.envs.ImageEnv`, 84x84x4 uint8 observations).
