@@ -16,7 +16,8 @@ import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from tests.test_vector import MODES, assert_tree_equal, cartpole
-from vecpg import SubprocVectorEnv, observation_slots
+from vecpg import SubprocVectorEnv
+from vecpg.vector import observation_slots
 from vecpg.bench.envs import ImageEnv
 from vecpg.vector.observation_slots import MIN_BATCH_BYTES, NUM_SLOTS, ObservationSlots
 
