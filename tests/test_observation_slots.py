@@ -17,8 +17,8 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from tests.test_vector import MODES, assert_tree_equal, cartpole
 from vecpg import SubprocVectorEnv
-from vecpg.vector import observation_slots
 from vecpg.bench.envs import ImageEnv
+from vecpg.vector import observation_slots
 from vecpg.vector.observation_slots import MIN_BATCH_BYTES, NUM_SLOTS, ObservationSlots
 
 # 4 envs of 84x84x4 uint8 frames: a 113 KB batch, large enough for hand-out slots.
