@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import warnings
@@ -62,7 +63,7 @@ def test_thresholds_are_one_documented_frozen_table():
     thresholds = HealthThresholds()
     with pytest.raises(AttributeError):
         thresholds.std_tiny = 1.0  # type: ignore[misc]
-    source = Path(__import__("vecpg.run.health").health.__file__).read_text()
+    source = Path(importlib.import_module("vecpg.run.health").__file__).read_text()
     for name in thresholds.__dataclass_fields__:
         # every field is followed by its docstring in the class body
         assert f"{name}:" in source and '"""' in source.split(f"    {name}:")[1].splitlines()[1]
