@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import warnings
@@ -10,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from full_disk import fill_the_disk
 from state_equality import assert_same
 
-from vecpg.errors import CheckpointError
+from vecpg.errors import CheckpointError, RunDirError, refused_by_system
 from vecpg.run import checkpoint
 from vecpg.run.checkpoint import (
     CheckpointCallback,
@@ -115,6 +117,59 @@ def test_crash_before_rename_leaves_temporary_that_is_ignored_then_cleaned(tmp_p
     save(make_state(300), tmp_path, 300)
     assert not stale.exists()
     assert steps_on_disk(tmp_path) == [100, 300]
+
+
+def test_full_disk_is_one_clear_error_and_the_previous_checkpoints_stay(tmp_path, monkeypatch):
+    for step in (100, 200, 300):
+        save(make_state(step), tmp_path, step)
+    fill_the_disk(monkeypatch)
+    with pytest.raises(RunDirError) as caught:
+        save(make_state(400), tmp_path, 400)
+    monkeypatch.undo()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(
+        f"No space left on device while writing {checkpoint.checkpoint_path(tmp_path, 400)} ("
+    )
+    assert " free on its file system); the previous checkpoints are intact" in message
+    assert f"vecpg train --resume {tmp_path}" in message
+    # torch.save hit the OSError inside its own writer: the one-line error carries it
+    assert refused_by_system(caught.value).errno == errno.ENOSPC
+    assert steps_on_disk(tmp_path) == [100, 200, 300]  # nothing rotated out
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == [
+        f"step_{step:012d}.pt" for step in (100, 200, 300)
+    ]  # no temporary left
+    assert load_latest(tmp_path).state["global_step"] == 300
+
+
+def test_load_latest_moves_a_corrupt_checkpoint_aside_only_when_asked(tmp_path):
+    for step in (100, 200, 300):
+        save(make_state(step), tmp_path, step)
+    latest = checkpoint.checkpoint_path(tmp_path, 300)
+    truncate(latest)
+    with pytest.warns(CheckpointWarning, match="falling back") as caught:
+        assert load_latest(tmp_path).step == 200  # a reader (vecpg eval) leaves files alone
+    assert "moved" not in str(caught[0].message) and latest.exists()
+
+    with pytest.warns(CheckpointWarning) as caught:
+        assert load_latest(tmp_path, move_aside=True).step == 200
+    message = str(caught[0].message)
+    assert message.startswith(f"checkpoint {latest} is truncated")
+    assert message.endswith(
+        "; moved it aside to corrupt_step_000000000300.pt; falling back to the previous checkpoint"
+    )
+    assert steps_on_disk(tmp_path) == [100, 200]  # no longer a candidate, nor one of the K
+    assert (tmp_path / "checkpoints" / "corrupt_step_000000000300.pt").is_file()
+    save(make_state(400), tmp_path, 400)
+    assert steps_on_disk(tmp_path) == [100, 200, 400]
+
+
+def test_an_unsafe_checkpoint_is_not_moved_aside(tmp_path):
+    save(make_state(100), tmp_path, 100)
+    save({"global_step": 200, "thing": Path("x")}, tmp_path, 200)
+    with pytest.warns(CheckpointWarning, match="safe loading refuses"):
+        assert load_latest(tmp_path, move_aside=True).step == 100
+    assert steps_on_disk(tmp_path) == [100, 200]  # not corrupt: the user decides
 
 
 def truncate(path: Path) -> None:

@@ -225,6 +225,19 @@ def test_corrupt_latest_checkpoint_of_a_run_falls_back_to_the_previous_one(train
     assert report.step == 2048
 
 
+def test_cli_fallback_warning_is_one_clean_line_and_eval_moves_nothing(trained, tmp_path, capsys):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(trained.run_dir, run_dir)
+    latest = list_checkpoints(run_dir)[-1][1]
+    latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    argv = ["eval", str(run_dir), "--episodes", "2", "--num-envs", "2", "--vector", "sync"]
+    assert main(argv) == 0
+    [warning] = capsys.readouterr().err.splitlines()  # no file:line, no source line
+    assert warning.startswith(f"vecpg: warning: checkpoint {latest} is truncated")
+    assert warning.endswith("; falling back to the previous checkpoint")
+    assert latest.exists()  # a reader leaves the run as it found it
+
+
 def test_checkpoint_that_does_not_fit_its_config_gives_a_clear_error(trained, tmp_path):
     from vecpg.run.checkpoint import load
 

@@ -129,3 +129,26 @@ def test_missing_column_and_no_episodes(tmp_path):
 def test_bad_x_axis(tmp_path):
     with pytest.raises(ConfigError, match="--x must be one of"):
         plot_runs([tmp_path], tmp_path / "x.png", x="episodes")
+
+
+@pytest.mark.parametrize("name", ["x.xyz", "returns.PNGX"])
+def test_an_image_format_matplotlib_cannot_write_is_one_line(tmp_path, capsys, name):
+    run = write_run(tmp_path / "run", [(512, 1.0, 20.0)])
+    out = tmp_path / name
+    assert main(["plot", str(run), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    suffix = out.suffix.lower()
+    assert error.startswith(f"vecpg: error: --out {out}: matplotlib cannot write {suffix} files")
+    assert ".png" in error and ".pdf" in error and ".svg" in error
+    assert not out.exists()
+
+
+def test_an_out_that_is_a_directory_is_one_line(tmp_path, capsys):
+    run = write_run(tmp_path / "run", [(512, 1.0, 20.0)])
+    assert main(["plot", str(run), "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        f"vecpg: error: --out {tmp_path} is a directory; give an image file name, e.g. "
+        f"{tmp_path}/returns.png\n"
+    )

@@ -72,6 +72,11 @@ def test_train_writes_config_and_metrics_and_summarizes(tmp_path, capsys):
         (["--num-minibatches", "1000"], "num_minibatches must be between 1 and"),
         (["--algo", "ppo", "--advantage", "mc"], "advantage for ppo must be one of gae"),
         (["--config", "/nonexistent/run.yaml"], "does not exist"),
+        (["--seed", "-1"], "seed must be between 0 and 4294967295 (numpy's 32-bit seeds; got -1)"),
+        (["--seed", "4294967296"], "seed must be between 0 and 4294967295"),
+        (["--env", ":"], "env ':' must be a Gymnasium id or module:name"),
+        (["--env", "test_train_cli:"], "env 'test_train_cli:' must be a Gymnasium id"),
+        (["--env", ".relative:Env"], "with a dotted module name before the colon"),
     ],
 )
 def test_user_errors_are_one_line(arguments, message, tmp_path, capsys):
@@ -80,6 +85,10 @@ def test_user_errors_are_one_line(arguments, message, tmp_path, capsys):
     assert status == 2
     assert error.startswith("vecpg: error: ") and error.count("\n") == 1, error
     assert message in error
+
+
+def test_the_largest_seed_trains(tmp_path):
+    assert main(["train", *TINY, "--seed", "4294967295", "--run-dir", str(tmp_path / "r")]) == 0
 
 
 def test_user_error_from_a_fresh_process_has_no_traceback():

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import json
 import os
 import pty
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+from full_disk import fill_the_disk
 
 from vecpg.commands.cli import build_parser, main
 from vecpg.run import checkpoint
@@ -149,6 +152,102 @@ def test_nonfinite_run_stops_with_one_line_error_after_saving_the_state(tmp_path
     assert read_rows(run_dir / "metrics.csv")  # the failing row is on disk
 
 
+def test_full_disk_while_checkpointing_is_one_line_and_keeps_the_run(tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    fill_the_disk(monkeypatch, after_files=2)  # checkpoints 64 and 128 fit, 192 does not
+    argv = [*TINY, "--total-steps", "256", "--checkpoint-interval", "64", "--no-tensorboard"]
+    status = main(["train", *argv, "--run-dir", str(run_dir), "--quiet"])
+    monkeypatch.undo()
+    error = capsys.readouterr().err
+    assert status == 2
+    assert error.count("\n") == 1 and "Traceback" not in error, error
+    path = checkpoint.checkpoint_path(run_dir, 192)
+    assert error.startswith(f"vecpg: error: No space left on device while writing {path} (")
+    assert " free on its file system); the previous checkpoints are intact: make room, then " in (
+        error
+    )
+    assert f"`vecpg train --resume {run_dir}`" in error
+    assert [step for step, _ in checkpoint.list_checkpoints(run_dir)] == [64, 128]
+    assert sorted(os.listdir(run_dir / "checkpoints")) == [
+        "step_000000000064.pt",
+        "step_000000000128.pt",
+    ]
+    assert main(["train", "--resume", str(run_dir), "--quiet", "--no-tensorboard"]) == 0
+    assert [int(row["global_step"]) for row in read_rows(run_dir / "metrics.csv")] == [
+        64,
+        128,
+        192,
+        256,
+    ]
+
+
+@pytest.mark.parametrize(
+    "code, message",
+    [
+        (errno.EACCES, "cannot access {path}: Permission denied; check the permissions, or "),
+        (errno.ENOSPC, "No space left on device while writing {path} ("),
+    ],
+)
+def test_a_refused_log_write_is_one_line(tmp_path, monkeypatch, capsys, code, message):
+    from vecpg.run import metrics
+
+    run_dir = tmp_path / "run"
+    path = run_dir / "metrics.csv"
+
+    def refusing_open(file, *arguments, **options):
+        if Path(file) == path:
+            raise OSError(code, os.strerror(code), str(file))
+        return open(file, *arguments, **options)
+
+    monkeypatch.setattr(metrics, "open", refusing_open, raising=False)
+    argv = [*TINY, "--vector", "subproc", "--num-workers", "2", "--no-tensorboard", "--quiet"]
+    assert main(["train", *argv, "--run-dir", str(run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "Traceback" not in error, error
+    assert error.startswith("vecpg: error: " + message.format(path=path))
+
+
+def test_a_network_too_large_for_memory_is_one_line(tmp_path, capsys):
+    import psutil
+
+    if psutil.virtual_memory().available > 2**38:  # 256 GiB would hold its training state
+        pytest.skip("this machine has the memory to train that network")
+    run_dir = tmp_path / "run"
+    argv = [*TINY, "--hidden-sizes", "100000", "100000", "--run-dir", str(run_dir)]
+    assert main(["train", *argv]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert error.startswith(
+        "vecpg: error: a policy with hidden_sizes [100000, 100000] has 20,001,200,000 parameters"
+    )
+    assert "of memory available; use smaller --hidden-sizes" in error
+    assert not run_dir.exists()
+
+
+def test_running_out_of_gpu_memory_mid_run_is_one_line(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from vecpg.run.trainer import Trainer
+
+    original_build = Trainer._build
+
+    def build_then_run_out_of_memory(self):
+        original_build(self)
+
+        def update(buffer):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore")
+
+        self.learner.update = update
+
+    monkeypatch.setattr(Trainer, "_build", build_then_run_out_of_memory)
+    argv = [*TINY, "--vector", "subproc", "--num-workers", "2", "--no-tensorboard", "--quiet"]
+    assert main(["train", *argv, "--run-dir", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (
+        "vecpg: error: out of memory (CUDA out of memory. Tried to allocate 2.00 GiB); use "
+        "smaller --hidden-sizes, --num-envs or --num-steps, or --device cpu\n"
+    )
+
+
 def test_quiet_prints_only_the_final_summary_line(tmp_path):
     result = vecpg_train(*TINY, "--total-steps", "128", "--quiet", "--run-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
@@ -236,5 +335,5 @@ def test_every_option_has_help_text(command):
 def test_train_help_lists_the_run_operation_options():
     text = subcommand_parsers()["train"].format_help()
     for option in ("--checkpoint-interval STEPS", "--keep-checkpoints K", "--quiet",
-                   "--tensorboard, --no-tensorboard", "--resume RUN_DIR"):  # fmt: skip
+                   "--tensorboard, --no-tensorboard", "--overwrite", "--resume RUN_DIR"):  # fmt: skip
         assert option in text

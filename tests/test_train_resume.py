@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import csv
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -200,12 +201,39 @@ def test_corrupt_latest_checkpoint_warns_and_resumes_from_the_previous_one(
     assert result.returncode == 0, result.stderr
     warning = next(line for line in result.stderr.splitlines() if "warning" in line)
     assert warning.startswith(f"vecpg: warning: checkpoint {latest} ")
-    assert warning.endswith("falling back to the previous checkpoint")
+    assert warning.endswith(
+        "; moved it aside to corrupt_step_000000000768.pt; falling back to the previous checkpoint"
+    )
+    assert (run_dir / "checkpoints" / "corrupt_step_000000000768.pt").read_bytes() == data
     assert "Traceback" not in result.stderr and "warnings.warn" not in result.stderr
     assert "from step_000000000512.pt (step 512, update 8)" in result.stderr
     assert "1,024 steps (resumed at 512)" in result.stdout
     assert logged_steps(run_dir) == list(range(UPDATE_STEPS, 1024 + 1, UPDATE_STEPS))
     assert checkpoint.load_latest(run_dir).step == 1024
+
+
+def test_a_corrupt_checkpoint_moved_aside_no_longer_counts_toward_keep_last(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    short_run(run_dir)  # keeps the last 3: 256, 512, 768
+    checkpoint.checkpoint_path(run_dir, 768).write_bytes(b"garbage")
+    argv = ["train", "--resume", str(run_dir), "--total-steps", "1024", "--quiet"]
+    assert main([*argv, "--checkpoint-interval", "0"]) == 0
+    # the good 256 stays one of the 3 kept; the corrupt file is kept aside for inspection
+    assert checkpoint_steps(run_dir) == [256, 512, 1024]
+    assert (run_dir / "checkpoints" / "corrupt_step_000000000768.pt").read_bytes() == b"garbage"
+    assert logged_steps(run_dir) == list(range(UPDATE_STEPS, 1024 + 1, UPDATE_STEPS))
+
+
+def test_resume_rewinds_metrics_and_keeps_their_permissions(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    short_run(run_dir, "--no-tensorboard")
+    (run_dir / "checkpoints" / "step_000000000768.pt").unlink()  # killed before it
+    metrics = run_dir / "metrics.csv"
+    metrics.chmod(0o644)
+    assert main(["train", "--resume", str(run_dir), "--total-steps", "768"]) == 0
+    assert "dropped 4 metrics rows logged after it" in capsys.readouterr().err
+    assert stat.S_IMODE(metrics.stat().st_mode) == 0o644
+    assert logged_steps(run_dir) == list(range(UPDATE_STEPS, 768 + 1, UPDATE_STEPS))
 
 
 def test_no_readable_checkpoint_is_a_one_line_error(tmp_path, capsys):

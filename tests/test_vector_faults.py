@@ -113,18 +113,23 @@ def test_worker_that_dies_mid_step_raises_instead_of_hanging(how):
         for _ in range(5):
             envs.step(np.zeros(2, dtype=np.int64))
     assert ("signal 9" in str(caught.value)) if how == "kill" else ("code 3" in str(caught.value))
+    assert str(caught.value).startswith("worker 1 (env 1) ")
     assert envs.closed
 
 
 @pytest.mark.timeout(60)
-def test_worker_killed_from_outside_is_detected():
-    envs = SubprocVectorEnv([cartpole] * 4, num_workers=2)
+@pytest.mark.parametrize("worker, envs_text", [(0, "envs 0..2"), (1, "envs 3..4")])
+def test_worker_killed_from_outside_is_detected(worker, envs_text):
+    envs = SubprocVectorEnv([cartpole] * 5, num_workers=2)
     envs.reset(seed=0)
-    os.kill(envs.worker_pids[0], signal.SIGKILL)
+    os.kill(envs.worker_pids[worker], signal.SIGKILL)
     started = time.monotonic()
-    with pytest.raises(WorkerError, match="worker 0"):
+    # the message gives the worker's whole env range (the last worker's too)
+    with pytest.raises(
+        WorkerError, match=rf"worker {worker} \({envs_text}\) was killed by signal 9"
+    ):
         for _ in range(100):
-            envs.step(np.zeros(4, dtype=np.int64))
+            envs.step(np.zeros(5, dtype=np.int64))
     assert time.monotonic() - started < 10.0
 
 

@@ -59,7 +59,9 @@ import dataclasses
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -346,6 +348,10 @@ class RaySampler:
         if ray.is_initialized():
             return
         address = self.config.ray_address or os.environ.get("RAY_ADDRESS") or None
+        # ray.init replaces the SIGTERM handler with one that exits at once; a handler the
+        # caller installed (vecpg train's: stop like Ctrl-C, final checkpoint, then this
+        # sampler's close shuts Ray down) is put back.
+        caller_handler = signal.getsignal(signal.SIGTERM)
         if address:
             ray.init(address=address, log_to_driver=True)
         else:
@@ -353,6 +359,8 @@ class RaySampler:
             wanted = math.ceil(self.num_samplers * self.config.sampler_cpus)
             ray.init(num_cpus=max(os.cpu_count() or 1, wanted), include_dashboard=False)
         self._owns_ray = True
+        if callable(caller_handler) and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, caller_handler)
 
     def _place_actors(self, ray: Any) -> None:
         from ray.util.placement_group import placement_group

@@ -7,6 +7,16 @@ internal invariants; anything a user can cause raises one of these (or a plain
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+from pathlib import Path
+
+# errno values of file operations the environment refuses (a full disk, a read-only file
+# system, permissions): not bugs, so the command line shows them as one line.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+REFUSED_BY_SYSTEM = (*DISK_FULL, errno.EROFS, errno.EACCES, errno.EPERM)
+
 
 class VecpgError(Exception):
     """Base class of the errors vecpg raises on purpose."""
@@ -56,5 +66,96 @@ class CheckpointError(VecpgError):
     """A checkpoint could not be read (corrupt, truncated, or from an incompatible run)."""
 
 
+class CorruptCheckpointError(CheckpointError):
+    """A checkpoint file is damaged (truncated, checksum mismatch, unreadable pickle)."""
+
+
+class RunDirError(VecpgError):
+    """A run directory cannot be used: it holds another run, is in use, a file, not
+    writable, or full. The message names the path and what to do."""
+
+
 class NonFiniteError(VecpgError):
     """Training produced NaN or infinite values; the run stops after saving a checkpoint."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop by SIGTERM or SIGHUP (``kill``, docker, Slurm, a hangup).
+
+    A subclass of KeyboardInterrupt on purpose: every path that handles Ctrl-C (the final
+    checkpoint, reaping workers and Ray actors, closing the logs) handles it the same way,
+    with no second code path to keep in step. ``vecpg`` then exits with 128 + the signal.
+
+    Attributes:
+        signal_number: the signal received.
+    """
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+
+def refused_by_system(error: BaseException | None) -> OSError | None:
+    """The OSError with an errno of :data:`REFUSED_BY_SYSTEM` in ``error``'s chain, if any.
+
+    Libraries wrap such errors (torch.save raises its own error "during handling" of the
+    OSError its write hit), so the cause and context chains are searched.
+
+    >>> refused_by_system(RuntimeError("wrapped")) is None
+    True
+    """
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in REFUSED_BY_SYSTEM:
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def format_bytes(size: float) -> str:
+    """``1536`` -> ``'1.5 KiB'``.
+
+    >>> format_bytes(0), format_bytes(1536), format_bytes(3.2e9)
+    ('0 B', '1.5 KiB', '3.0 GiB')
+    """
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def free_space(path: str | os.PathLike[str]) -> int | None:
+    """Free bytes on the file system of ``path`` (or of its nearest existing parent)."""
+    current = Path(path).absolute()
+    while not current.exists() and current != current.parent:
+        current = current.parent
+    try:
+        return shutil.disk_usage(current).free
+    except OSError:
+        return None
+
+
+def describe_refused(error: OSError, path: str | os.PathLike[str] | None = None) -> str:
+    """One line for a file operation the system refused: where, why, and the free space.
+
+    Args:
+        error: the OSError (see :func:`refused_by_system`).
+        path: the file meant (default ``error.filename``).
+
+    Example:
+        >>> describe_refused(OSError(errno.EROFS, "Read-only file system"), "runs/a")
+        'cannot write runs/a: Read-only file system'
+    """
+    where = path if path is not None else error.filename
+    reason = error.strerror or str(error) or type(error).__name__
+    if where is None:
+        return f"{reason} (a file operation refused by the system)"
+    if error.errno in DISK_FULL:
+        free = free_space(where)
+        left = f" ({format_bytes(free)} free on its file system)" if free is not None else ""
+        return f"{reason} while writing {where}{left}"
+    if error.errno == errno.EACCES or error.errno == errno.EPERM:
+        return f"cannot access {where}: {reason}"
+    return f"cannot write {where}: {reason}"

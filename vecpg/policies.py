@@ -14,14 +14,44 @@ from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np
+import psutil
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vecpg.distributions import Distribution, for_action_space
+from vecpg.errors import ConfigError
 from vecpg.networks import MLP, ObservationEncoder, orthogonal_init
 
 __all__ = ["ActorCritic"]
+
+
+# Training holds four float32 copies of every weight: the weights, their gradients and
+# the optimizer's two moments (Adam; RMSprop keeps one).
+_TRAINING_COPIES = 4
+
+
+def _refuse_too_large_for_memory(
+    in_features: int, hidden_sizes: Sequence[int], bodies: int
+) -> None:
+    """Raise ConfigError before allocating MLPs whose training state cannot fit in memory.
+
+    Allocating them would either fail deep inside torch or, with the kernel's memory
+    overcommit, succeed and get the process killed once the weights are initialized.
+    """
+    sizes = [int(in_features), *(int(size) for size in hidden_sizes)]
+    parameters = bodies * sum(
+        (inputs + 1) * outputs for inputs, outputs in zip(sizes[:-1], sizes[1:], strict=True)
+    )
+    needed = parameters * 4 * _TRAINING_COPIES
+    available = psutil.virtual_memory().available
+    if needed > available:
+        raise ConfigError(
+            f"a policy with hidden_sizes {[int(size) for size in hidden_sizes]} has "
+            f"{parameters:,} parameters, about {needed / 2**30:,.1f} GiB to train (weights, "
+            f"gradients, optimizer state), more than the {available / 2**30:,.1f} GiB of "
+            "memory available; use smaller --hidden-sizes"
+        )
 
 
 class ActorCritic(nn.Module):
@@ -75,6 +105,9 @@ class ActorCritic(nn.Module):
         self.action_space = action_space
         self.shared_trunk = bool(shared_trunk)
         self.actor_encoder = ObservationEncoder(observation_space)
+        _refuse_too_large_for_memory(
+            self.actor_encoder.out_features, hidden_sizes, 1 if self.shared_trunk else 2
+        )
         self.actor_body = MLP(self.actor_encoder.out_features, hidden_sizes, activation)
         if self.shared_trunk:
             self.critic_encoder: ObservationEncoder | None = None

@@ -391,7 +391,11 @@ def _payload(value: Any) -> bytes:
 
 def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any = None) -> None:
     """Entry point of a worker process (the target of ``multiprocessing.Process``)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Stopping is the parent's job: Ctrl-C, or SIGTERM/SIGHUP sent to the whole process
+    # group (Slurm, a closed terminal), must not kill a worker while the parent finishes
+    # its step and checkpoint. The parent closes us; we exit by ourselves if it dies.
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_IGN)
     if parent_end is not None:  # with fork, close our copy so the parent's death gives EOF
         parent_end.close()
     runner: EnvRunner | None = None

@@ -95,11 +95,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--num-envs must be >= 1 (got {args.num_envs})")
     if args.video_episodes < 1:
         raise ConfigError(f"--video-episodes must be >= 1 (got {args.video_episodes})")
-    if args.seed is not None and args.seed < 0:
-        raise ConfigError(f"--seed must be >= 0 (got {args.seed})")
+    if args.seed is not None and not 0 <= args.seed < 2**64:
+        raise ConfigError(f"--seed must be between 0 and {2**64 - 1} (got {args.seed})")
 
     import torch
 
+    from vecpg.commands.messages import warnings_as_lines
     from vecpg.run.evaluate import LoadedPolicy, evaluate
 
     def use_run_threads(loaded: LoadedPolicy) -> None:
@@ -107,18 +108,19 @@ def run(args: argparse.Namespace) -> int:
         if loaded.config.torch_threads > 0:
             torch.set_num_threads(loaded.config.torch_threads)
 
-    report = evaluate(
-        args.source,
-        args.episodes,
-        seed=args.seed,
-        num_envs=args.num_envs,
-        device=args.device,
-        stochastic=args.stochastic,
-        vector=args.vector,
-        video_dir=args.video,
-        video_episodes=args.video_episodes,
-        on_loaded=use_run_threads,
-    )
+    with warnings_as_lines():
+        report = evaluate(
+            args.source,
+            args.episodes,
+            seed=args.seed,
+            num_envs=args.num_envs,
+            device=args.device,
+            stochastic=args.stochastic,
+            vector=args.vector,
+            video_dir=args.video,
+            video_episodes=args.video_episodes,
+            on_loaded=use_run_threads,
+        )
     if args.json:
         print(json.dumps(report.to_dict()))
     else:

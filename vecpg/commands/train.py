@@ -5,13 +5,17 @@ metadata), plus ``--config FILE`` (YAML or TOML); options given on the command l
 override the file. torch is imported inside :func:`run` only.
 
 The run-operation options (``--checkpoint-interval``, ``--keep-checkpoints``,
-``--tensorboard``, ``--quiet``, ``--resume``) are command options, not TrainConfig
-fields: they say how this process operates the run, not what is trained, so changing them
-on ``--resume`` is never a config change, and config.yaml and the checkpoints hold only
-what defines the experiment. The trainer gets them as callbacks, in this order: metrics
-CSV, TensorBoard, checkpoints, health, progress (health asks the checkpoint callback to
-save a failing state before it raises; progress runs last so its line shows the row every
-other callback has handled).
+``--tensorboard``, ``--quiet``, ``--overwrite``, ``--resume``) are command options, not
+TrainConfig fields: they say how this process operates the run, not what is trained, so
+changing them on ``--resume`` is never a config change, and config.yaml and the
+checkpoints hold only what defines the experiment. The trainer gets them as callbacks,
+in this order: metrics CSV, TensorBoard, checkpoints, health, progress (health asks the
+checkpoint callback to save a failing state before it raises; progress runs last so its
+line shows the row every other callback has handled).
+
+Before anything is written, the run directory is claimed (:func:`vecpg.run.run_dir.claim`):
+locked for the life of the run, and refused if it holds another run (unless
+``--overwrite``); the lock is released once the trainer has closed its envs.
 """
 
 from __future__ import annotations
@@ -20,9 +24,8 @@ import argparse
 import contextlib
 import math
 import sys
-import warnings
 from collections.abc import Iterator
-from typing import Any, TextIO
+from typing import Any
 
 from vecpg.run.config import _TYPES, FIELDS, field_help
 
@@ -32,7 +35,9 @@ DESCRIPTION = (
     "set here or in a YAML/TOML file given with --config; command-line values override the "
     "file. Defaults depend on --algo. Writes config.yaml, metrics.csv, checkpoints/, "
     "health.jsonl (only when a health check fires) and tensorboard/ into the run dir. "
-    "--resume RUN_DIR continues a stopped run from its latest readable checkpoint."
+    "--resume RUN_DIR continues a stopped run from its latest readable checkpoint; a "
+    "--run-dir that already holds a run is refused unless --overwrite is given. SIGTERM and "
+    "SIGHUP stop a run as Ctrl-C does, with a final checkpoint."
 )
 
 
@@ -96,6 +101,13 @@ def _add_operation_arguments(group: argparse._ArgumentGroup) -> None:
         help="no progress output; print only the final summary line (and warnings)",
     )
     group.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a --run-dir that already holds a run, deleting that run's "
+        "config, metrics, checkpoints and TensorBoard files (without it, such a directory "
+        "is refused)",
+    )
+    group.add_argument(
         "--resume",
         metavar="RUN_DIR",
         default=None,
@@ -124,45 +136,31 @@ def _check_operation_arguments(args: argparse.Namespace) -> None:
         )
     if args.keep_checkpoints < 1:
         raise ConfigError(f"--keep-checkpoints must be >= 1, got {args.keep_checkpoints}")
+    if args.overwrite and args.resume is not None:
+        raise ConfigError("--overwrite starts a run over and --resume continues one: use one")
 
 
 @contextlib.contextmanager
-def _warnings_as_lines(progress: Any) -> Iterator[None]:
-    """Print vecpg's run warnings as ``vecpg: warning: ...`` lines on stderr.
+def _out_of_memory_as_error() -> Iterator[None]:
+    """Turn torch running out of (GPU or CPU) memory into a one-line error.
 
-    Python's default format (file:line, then the source line of the ``warn`` call) tells a
-    user of the command line nothing. A bar being redrawn on a terminal is ended first so
-    the warning does not overwrite it.
+    The trainer has closed the envs and written what it could by the time this sees it.
     """
-    from vecpg.run.checkpoint import CheckpointWarning
-    from vecpg.run.health import TrainingHealthWarning
+    import torch
 
-    ours = (CheckpointWarning, TrainingHealthWarning)
-    with warnings.catch_warnings():
-        original = warnings.showwarning
+    from vecpg.errors import VecpgError
 
-        def show(
-            message: Warning | str,
-            category: type[Warning],
-            filename: str,
-            lineno: int,
-            file: TextIO | None = None,
-            line: str | None = None,
-        ) -> None:
-            if not issubclass(category, ours):
-                original(message, category, filename, lineno, file, line)
-                return
-            # the progress bar's private width: nonzero while a \r-bar is on the line
-            if progress._line_width:
-                sys.stderr.write("\n")
-                progress._line_width = 0
-            sys.stderr.write(f"vecpg: warning: {message}\n")
-            sys.stderr.flush()
-
-        warnings.showwarning = show
-        for category in ours:
-            warnings.simplefilter("always", category)  # each is already raised once
+    try:
         yield
+    except RuntimeError as error:  # torch.OutOfMemoryError, or the CPU allocator's error
+        text = str(error).strip()
+        if not isinstance(error, torch.OutOfMemoryError) and "can't allocate memory" not in text:
+            raise
+        first_line = text.splitlines()[0] if text else type(error).__name__
+        raise VecpgError(
+            f"out of memory ({first_line}); use smaller --hidden-sizes, --num-envs or "
+            "--num-steps, or --device cpu"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -173,14 +171,32 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is None:
         config = resolve_config(file_values, _cli_values(args))
 
+    from vecpg.commands.messages import warnings_as_lines
+    from vecpg.run import run_dir as run_dirs
     from vecpg.run.checkpoint import CheckpointCallback
     from vecpg.run.health import HealthCallback
     from vecpg.run.metrics import MetricsCSV
     from vecpg.run.progress import ProgressCallback
-    from vecpg.run.trainer import Trainer
+    from vecpg.run.trainer import Trainer, default_run_dir, env_factory
 
+    # The run directory is claimed (locked, checked to be free) before anything is written
+    # into it, and held until the run has ended and its workers are reaped.
+    if args.resume is not None:
+        claimed = run_dirs.claim(args.resume, resume=True)
+    else:
+        env_factory(config.env)  # an unknown env fails here, before a directory is made
+        if config.run_dir is not None:
+            claimed = run_dirs.claim(config.run_dir, overwrite=args.overwrite)
+        else:
+            claimed = run_dirs.claim(default_run_dir(config), created=True)
     progress = ProgressCallback(None, quiet=args.quiet)
-    with _warnings_as_lines(progress):
+    with claimed, warnings_as_lines(progress), _out_of_memory_as_error():
+        if claimed.replaced and not args.quiet:
+            print(
+                f"vecpg: --overwrite: deleted the previous run in {claimed.path} "
+                f"({', '.join(claimed.replaced)})",
+                file=sys.stderr,
+            )
         plan = None
         if args.resume is not None:
             from vecpg.run import resume
@@ -195,8 +211,7 @@ def run(args: argparse.Namespace) -> int:
             callbacks.append(TensorBoardCallback())
         saver = CheckpointCallback(args.checkpoint_interval, keep_last=args.keep_checkpoints)
         callbacks += [saver, HealthCallback(checkpoint=saver), progress]
-        run_dir = plan.run_dir if plan is not None else None
-        trainer = Trainer(config, run_dir, callbacks=callbacks)
+        trainer = Trainer(config, claimed.path, callbacks=callbacks)
         if plan is not None:
             try:
                 trainer.load_state_dict(plan.checkpoint.state)

@@ -35,7 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vecpg.errors import CheckpointError
+from vecpg.errors import (
+    DISK_FULL,
+    CheckpointError,
+    CorruptCheckpointError,
+    RunDirError,
+    describe_refused,
+    refused_by_system,
+)
 from vecpg.run.files import write_atomically
 
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -82,7 +89,7 @@ def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _write_atomically(state: Mapping[str, Any], path: Path) -> None:
+def _save_state(state: Mapping[str, Any], path: Path) -> None:
     import torch
 
     write_atomically(path, lambda stream: torch.save(dict(state), stream), binary=True)
@@ -107,6 +114,11 @@ def save(
     Returns:
         The checkpoint's path.
 
+    Raises:
+        RunDirError: the file system refused the write (full, read-only, permissions);
+            the message names the path and the free space. The previous checkpoints
+            are left as they were.
+
     Example:
         >>> import tempfile, torch
         >>> run_dir = tempfile.mkdtemp()
@@ -122,7 +134,18 @@ def save(
     if step < 0:
         raise ValueError(f"step must be non-negative, got {step}")
     path = checkpoint_path(run_dir, step)
-    _write_atomically(state, path)
+    try:
+        _save_state(state, path)
+    except Exception as error:
+        refused = refused_by_system(error)
+        if refused is None:
+            raise
+        # Nothing was deleted yet: the older checkpoints are all still there.
+        fix = "make room" if refused.errno in DISK_FULL else "make it writable"
+        raise RunDirError(
+            f"{describe_refused(refused, path)}; the previous checkpoints are intact: {fix}, "
+            f"then continue with `vecpg train --resume {run_dir}`"
+        ) from error
     for _, old in list_checkpoints(run_dir)[:-keep_last]:
         old.unlink(missing_ok=True)
     _remove_stale_temporaries(path.parent)
@@ -132,7 +155,7 @@ def save(
 def save_failure(state: Mapping[str, Any], run_dir: str | os.PathLike[str], step: int) -> Path:
     """Save a state that went non-finite as ``nonfinite_step_<step>.pt`` (not rotated)."""
     path = checkpoint_dir(run_dir) / f"nonfinite_step_{int(step):012d}.pt"
-    _write_atomically(state, path)
+    _save_state(state, path)
     return path
 
 
@@ -171,8 +194,9 @@ def load(
         weights_only: keep True unless you trust the file (see the module docstring).
 
     Raises:
-        CheckpointError: the file is missing, truncated, corrupt, not a checkpoint, or
-            holds objects that ``weights_only`` loading refuses.
+        CorruptCheckpointError: the file is truncated, corrupt or not a checkpoint.
+        CheckpointError: the file is missing, cannot be read, or holds objects that
+            ``weights_only`` loading refuses.
     """
     import torch
 
@@ -182,12 +206,16 @@ def load(
     try:
         with zipfile.ZipFile(path) as archive:
             damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise CheckpointError(
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise CorruptCheckpointError(
             f"checkpoint {path} is truncated or not a checkpoint ({error})"
         ) from error
+    except OSError as error:  # not the file's fault (permissions, I/O): leave it alone
+        raise CheckpointError(f"checkpoint {path} could not be read ({error})") from error
     if damaged is not None:
-        raise CheckpointError(f"checkpoint {path} is corrupt (checksum mismatch in {damaged})")
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is corrupt (checksum mismatch in {damaged})"
+        )
     try:
         if weights_only:
             with torch.serialization.safe_globals(_numpy_safe_globals()):
@@ -206,19 +234,38 @@ def load(
                 "Store only tensors, numbers, strings, numpy arrays and dicts/lists of them "
                 "in state_dict(); load with weights_only=False only if you trust the file."
             ) from error
-        raise CheckpointError(f"checkpoint {path} could not be read ({error})") from error
+        if refused_by_system(error) is not None:
+            raise CheckpointError(f"checkpoint {path} could not be read ({error})") from error
+        raise CorruptCheckpointError(f"checkpoint {path} could not be read ({error})") from error
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict")
     return state
 
 
+def corrupt_path(path: str | os.PathLike[str]) -> Path:
+    """Where a corrupt checkpoint is moved aside: ``corrupt_<name>`` beside it.
+
+    >>> corrupt_path("runs/demo/checkpoints/step_000000004096.pt").name
+    'corrupt_step_000000004096.pt'
+    """
+    path = Path(path)
+    return path.with_name(f"corrupt_{path.name}")
+
+
 def load_latest(
-    run_dir: str | os.PathLike[str], *, map_location: Any = "cpu", weights_only: bool = True
+    run_dir: str | os.PathLike[str],
+    *,
+    map_location: Any = "cpu",
+    weights_only: bool = True,
+    move_aside: bool = False,
 ) -> Checkpoint:
     """Load the newest readable checkpoint of ``run_dir``, falling back to older ones.
 
     An unreadable checkpoint (truncated, corrupt) is skipped with a
     :class:`CheckpointWarning` naming it and the reason; the next older one is tried.
+    With ``move_aside`` (a run about to continue in ``run_dir``, holding its lock), a
+    corrupt one is also renamed to :func:`corrupt_path`, kept for inspection: it is then
+    no longer a candidate, and no longer counts toward the last K checkpoints kept.
 
     Raises:
         CheckpointError: no checkpoint exists, or none is readable (the message lists why
@@ -236,8 +283,18 @@ def load_latest(
             state = load(path, map_location=map_location, weights_only=weights_only)
         except CheckpointError as error:
             failures.append(str(error))
+            moved = ""
+            if move_aside and isinstance(error, CorruptCheckpointError):
+                aside = corrupt_path(path)
+                try:
+                    os.replace(path, aside)
+                    moved = f"; moved it aside to {aside.name}"
+                except OSError as rename_error:
+                    moved = f"; could not move it aside ({rename_error.strerror})"
             warnings.warn(
-                f"{error}; falling back to the previous checkpoint", CheckpointWarning, stacklevel=2
+                f"{error}{moved}; falling back to the previous checkpoint",
+                CheckpointWarning,
+                stacklevel=2,
             )
             continue
         return Checkpoint(path, step, state)
@@ -313,6 +370,8 @@ class CheckpointCallback:
     Attributes:
         last_path: the latest good checkpoint written (None before the first).
         failure_path: where the non-finite state went (None if none).
+        write_refused: a save failed because the file system refused it (full disk,
+            read-only); no final checkpoint is attempted then.
     """
 
     def __init__(
@@ -334,6 +393,7 @@ class CheckpointCallback:
         self.last_path: Path | None = None
         self.last_step: int | None = None
         self.failure_path: Path | None = None
+        self.write_refused = False
         self._next_due = 0
         self._last_row_step: int | None = None
 
@@ -368,7 +428,11 @@ class CheckpointCallback:
                 stacklevel=2,
             )
             return self.failure_path
-        self.last_path = save(state, self.run_dir, step, keep_last=self.keep_last)
+        try:
+            self.last_path = save(state, self.run_dir, step, keep_last=self.keep_last)
+        except RunDirError:
+            self.write_refused = True  # no final checkpoint attempt into a full disk
+            raise
         self.last_step = step
         self._schedule_after(step)
         return self.last_path
@@ -402,7 +466,7 @@ class CheckpointCallback:
             self.save_now(trainer, step)
 
     def on_end(self, trainer: Any, summary: Mapping[str, Any] | None = None) -> None:
-        if not self.save_final or self.failure_path is not None:
+        if not self.save_final or self.failure_path is not None or self.write_refused:
             return
         step = int(getattr(trainer, "global_step", 0) or 0)
         if summary is not None and summary.get("global_step") is not None:

@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from typing import Any
 from vecpg.errors import ConfigError
 
 ALGORITHMS = ("ppo", "a2c", "reinforce")
+SEED_MAX = 2**32 - 1  # np.random.seed takes 32-bit seeds
+_MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 def _field(default: Any, help: str, *, choices: tuple[str, ...] | None = None) -> Any:
@@ -333,6 +336,18 @@ def validate(config: TrainConfig) -> None:
             raise ConfigError(f"{name} must be finite (got {value})")
     c = config
     _check(bool(c.env.strip()), "env must be a Gymnasium id or module:EnvClass")
+    if ":" in c.env:
+        module, _, attribute = c.env.partition(":")
+        _check(
+            _MODULE_NAME.fullmatch(module) is not None and bool(attribute.strip()),
+            f"env {c.env!r} must be a Gymnasium id or module:name, with a dotted module "
+            "name before the colon and an env class, make function or env id after it "
+            "(e.g. my_package.envs:MyEnv)",
+        )
+    _check(
+        0 <= c.seed <= SEED_MAX,
+        f"seed must be between 0 and {SEED_MAX} (numpy's 32-bit seeds; got {c.seed})",
+    )
     _check(c.total_steps > 0, f"total_steps must be > 0 (got {c.total_steps})")
     _check(c.num_envs >= 1, f"num_envs must be >= 1 (got {c.num_envs})")
     _check(

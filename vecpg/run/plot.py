@@ -117,7 +117,8 @@ def plot_runs(
         The path written.
 
     Raises:
-        ConfigError: no run given, a bad run directory, a bad ``x``, or matplotlib missing.
+        ConfigError: no run given, a bad run directory, a bad ``x``, an image format
+            matplotlib cannot write, or matplotlib missing.
     """
     if x not in X_AXES:
         raise ConfigError(f"--x must be one of {', '.join(X_AXES)}, got {x!r}")
@@ -135,6 +136,20 @@ def plot_runs(
         raise ConfigError(f"vecpg plot needs matplotlib: {INSTALL_HINT}") from error
     matplotlib.use("Agg", force=True)  # headless: never try to open a window
     from matplotlib import pyplot
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    out = Path(out)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix and suffix not in formats:
+        raise ConfigError(
+            f"--out {out}: matplotlib cannot write .{suffix} files; use one of "
+            + ", ".join(f".{name}" for name in sorted(formats))
+        )
+    if out.is_dir():
+        raise ConfigError(
+            f"--out {out} is a directory; give an image file name, e.g. {out}/returns.png"
+        )
 
     panels = [("steps", "env steps"), ("time", "wall time (s)")]
     panels = [panel for panel in panels if x in (panel[0], "both")]
@@ -151,7 +166,6 @@ def plot_runs(
         if title:
             figure.suptitle(title)
         figure.tight_layout()
-        out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(out, dpi=110)
     finally:

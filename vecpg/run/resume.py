@@ -95,6 +95,9 @@ def resume_config(saved: dict[str, Any], overrides: dict[str, Any]) -> TrainConf
 def prepare(run_dir: str | os.PathLike[str], overrides: dict[str, Any]) -> ResumePlan:
     """Load ``run_dir``'s latest readable checkpoint, resolve the config, rewind the logs.
 
+    The caller holds the run directory (:func:`vecpg.run.run_dir.claim`): corrupt
+    checkpoints are moved aside and the logs rewritten.
+
     Raises:
         CheckpointError: no readable checkpoint in ``run_dir``.
         ConfigError: a forbidden override, or the run already reached ``total_steps``.
@@ -111,7 +114,7 @@ def prepare(run_dir: str | os.PathLike[str], overrides: dict[str, Any]) -> Resum
             "continues in its own directory (copy it first to branch off)"
         )
     overrides = {name: value for name, value in overrides.items() if name != "run_dir"}
-    checkpoint = load_latest(run_dir)
+    checkpoint = load_latest(run_dir, move_aside=True)
     config = resume_config(checkpoint.state.get("config", {}), overrides)
     if checkpoint.step >= config.total_steps:
         raise ConfigError(

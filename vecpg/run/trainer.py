@@ -28,6 +28,7 @@ from vecpg.normalization import ObservationNormalizer, RewardScaler, normalized_
 from vecpg.run.config import TrainConfig
 from vecpg.run.env_factory import env_spaces, make_vector_env
 from vecpg.run.metrics import process_time_s
+from vecpg.run.run_dir import create_unique
 from vecpg.sampler import Sampler
 
 
@@ -70,10 +71,15 @@ def make_sampler(
 
 
 def default_run_dir(config: TrainConfig) -> Path:
-    """``runs/<env>__<algo>__<seed>__<YYYYmmdd-HHMMSS>`` (env made filesystem-safe)."""
+    """Create ``runs/<env>__<algo>__<seed>__<YYYYmmdd-HHMMSS>`` (env made filesystem-safe).
+
+    The directory is created here, atomically: a second run with the same env, algorithm
+    and seed started in the same second gets ``...-2`` (see
+    :func:`vecpg.run.run_dir.create_unique`), never the first run's directory.
+    """
     env = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.env).strip("-")
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{env}__{config.algo}__{config.seed}__{stamp}"
+    return create_unique(Path("runs") / f"{env}__{config.algo}__{config.seed}__{stamp}")
 
 
 def write_config(config: TrainConfig, run_dir: Path) -> Path:

@@ -362,11 +362,18 @@ class WorkerPool:
         how = "is unresponsive" if code is None else f"exited with code {code}"
         if code is not None and code < 0:
             how = f"was killed by signal {-code}"
-        spec = self.specs[worker]
         return WorkerError(
-            f"worker {worker} (envs {spec.env_start}..) {how} {when}",
-            worker_index=worker,
+            f"worker {worker} ({self._envs_of(worker)}) {how} {when}", worker_index=worker
         )
+
+    def _envs_of(self, worker: int) -> str:
+        """``"envs 4..7"`` (or ``"env 4"``): the global env indices ``worker`` hosts."""
+        start = self.specs[worker].env_start
+        if worker + 1 < len(self.specs):
+            stop = self.specs[worker + 1].env_start
+        else:  # the last share: count its env factories (an error path, so the cost is fine)
+            stop = start + len(pickle.loads(self.specs[worker].env_fns))
+        return f"env {start}" if stop - start == 1 else f"envs {start}..{stop - 1}"
 
     def close(self, timeout: float = 5.0) -> None:
         """Ask workers to exit, then terminate and kill stragglers; reap every process.
