@@ -174,10 +174,11 @@ def run(args: argparse.Namespace) -> int:
     from vecpg.commands.messages import warnings_as_lines
     from vecpg.run import run_dir as run_dirs
     from vecpg.run.checkpoint import CheckpointCallback
+    from vecpg.run.env_factory import env_factory
     from vecpg.run.health import HealthCallback
     from vecpg.run.metrics import MetricsCSV
     from vecpg.run.progress import ProgressCallback
-    from vecpg.run.trainer import Trainer, default_run_dir, env_factory
+    from vecpg.run.trainer import Trainer, default_run_dir
 
     # The run directory is claimed (locked, checked to be free) before anything is written
     # into it, and held until the run has ended and its workers are reaped.
