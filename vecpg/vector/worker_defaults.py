@@ -14,15 +14,15 @@ For cheap envs one lane is the parent itself (``parent_share``): while the worke
 their shares the parent would otherwise only wait, and on a machine whose cores are all
 taken by workers, every wait costs a context switch or a cross-core wakeup (50-80 µs on
 the development VM) of the same order as the whole step. Expensive envs keep every env in
-a worker process, where a crashing env cannot take the parent down.
+a worker process, where a crashing env cannot take the parent down. The step cost is
+measured in a probe worker process (:func:`workers.loop.measure_step_seconds`), never in
+the parent.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
-from typing import Any
 
 SIGNAL_SECONDS = 15e-6
 # Envs cheaper than this per step get a parent share: signalling and wakeups are then a
@@ -37,28 +37,6 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
-
-
-def measure_step_seconds(env: Any, max_steps: int = 64, max_seconds: float = 0.05) -> float:
-    """Median seconds of one ``env.step`` with random actions (at most ``max_seconds`` spent).
-
-    The env is reset with seed 0 first; it is a throwaway probe, never one of the workers'.
-    """
-    env.action_space.seed(0)
-    env.reset(seed=0)
-    durations = []
-    budget_end = time.perf_counter() + max_seconds
-    for _ in range(max_steps):
-        action = env.action_space.sample()
-        started = time.perf_counter()
-        _, _, terminated, truncated, _ = env.step(action)
-        durations.append(time.perf_counter() - started)
-        if terminated or truncated:
-            env.reset()
-        if time.perf_counter() > budget_end:
-            break
-    durations.sort()
-    return durations[len(durations) // 2]
 
 
 def choose_lanes(
@@ -82,9 +60,12 @@ def choose_lanes(
 
 
 def choose_layout(
-    num_envs: int, step_seconds: float, cores: int, allow_parent_share: bool = True
+    num_envs: int, step_seconds: float | None, cores: int, allow_parent_share: bool = True
 ) -> tuple[int, bool]:
     """``(num_workers, parent_share)`` for ``num_envs`` envs of this step cost on ``cores``.
+
+    ``step_seconds`` None (the probe could not step the env): one worker per core, no
+    parent share.
 
     Example:
         >>> choose_layout(32, step_seconds=5e-6, cores=2)  # CartPole: a worker + the parent
@@ -93,9 +74,41 @@ def choose_layout(
         (2, False)
         >>> choose_layout(32, step_seconds=5e-6, cores=1)
         (1, False)
+        >>> choose_layout(32, step_seconds=None, cores=4)
+        (4, False)
     """
+    if step_seconds is None:
+        return min(num_envs, cores), False
     lanes = choose_lanes(num_envs, step_seconds, cores)
     parent_share = (
         allow_parent_share and lanes >= 2 and step_seconds < PARENT_SHARE_MAX_STEP_SECONDS
     )
     return lanes - int(parent_share), parent_share
+
+
+# How long a waiting process polls (yielding its core between polls) before it blocks.
+# Blocking costs a wakeup, which on a VM whose idle virtual CPUs halt is of the order of a
+# cheap env's step. When every worker and the parent have a core, all of them spin 1 ms;
+# when they do not, the parent blocks (spinning, it would take turns with a worker at work)
+# and each worker that has a core of its own still spins 1 ms, keeping its core awake for
+# the parent's next command. Measured gains in benchmarks/README.md.
+_LONG_SPIN_SECONDS = 1e-3
+_SHORT_SPIN_SECONDS = 50e-6  # workers that outnumber the cores
+
+
+def spin_seconds_for(wait: str, num_workers: int, cores: int) -> tuple[float, float]:
+    """``(parent, worker)`` seconds to poll before blocking, for ``wait`` ("auto", "block", "spin").
+
+    Example:
+        >>> spin_seconds_for("auto", num_workers=1, cores=2)  # a worker + the parent: all spin
+        (0.001, 0.001)
+        >>> spin_seconds_for("auto", num_workers=2, cores=2)  # the parent has no core: it blocks
+        (0.0, 0.001)
+        >>> spin_seconds_for("auto", num_workers=4, cores=2)
+        (0.0, 5e-05)
+    """
+    if wait == "block":
+        return 0.0, 0.0
+    if wait == "spin" or num_workers + 1 <= cores:
+        return _LONG_SPIN_SECONDS, _LONG_SPIN_SECONDS
+    return 0.0, (_LONG_SPIN_SECONDS if num_workers <= cores else _SHORT_SPIN_SECONDS)
