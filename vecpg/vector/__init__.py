@@ -3,7 +3,7 @@
 :class:`SubprocVectorEnv` (``env.py``) is the Gymnasium ``VectorEnv``; it starts and talks to
 its processes through :class:`~vecpg.vector.worker_pool.WorkerPool`, hands out image batches
 from spare shared memory (``observation_slots.py``), checks action batches before they are
-sent (``action_checks.py``) and picks its default layout from the cores and the measured cost
+sent (``input_checks.py``) and picks its default layout from the cores and the measured cost
 of a step (``worker_defaults.py``). The worker side lives in the top-level ``workers`` package.
 """
 

@@ -59,7 +59,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from vecpg.vector import observation_slots
-from vecpg.vector.action_checks import check_actions
+from vecpg.vector.input_checks import check_actions
 from vecpg.vector.in_flight import InFlight
 from vecpg.vector.worker_defaults import choose_layout, spin_seconds_for, usable_cores
 from vecpg.vector.worker_pool import WorkerPool, describe_env
