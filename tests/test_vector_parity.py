@@ -221,3 +221,41 @@ def test_max_concurrency_sets_the_worker_processes():
         assert (envs.num_workers, envs.parent_share) == (2, False)
     with SubprocVectorEnv([cartpole] * 5, max_concurrency=9) as envs:
         assert envs.num_workers == 5
+
+
+class WordSpace(gym.Space):
+    """A space with no shared-memory layout and no batched form of its own."""
+
+    def sample(self, mask: Any = None, probability: Any = None) -> str:
+        return "word"
+
+    def contains(self, x: Any) -> bool:
+        return isinstance(x, str)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WordSpace)
+
+
+class WordEnv(gym.Env):
+    observation_space = WordSpace()
+    action_space = WordSpace()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        return "reset", {}
+
+    def step(self, action):
+        return f"step({action})", 0.0, False, False, {}
+
+
+def test_custom_spaces_go_through_pickling_alike():
+    with both([WordEnv] * 3, shared_memory=False) as pair:
+        results = []
+        for envs in pair:
+            observations, _ = envs.reset(seed=0)
+            results.append((observations, envs.step(("a", "b", "c"))))
+        assert data_equivalence(results[0], results[1])
+        assert results[0][0] == ("reset",) * 3 and results[0][1][0] == (
+            "step(a)",
+            "step(b)",
+            "step(c)",
+        )

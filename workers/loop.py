@@ -1,21 +1,14 @@
 """The worker process: builds its envs, then serves commands until told to close.
 
-A worker hosts envs ``env_start .. env_start + len(envs) - 1`` of the vector env. For a
-step it reads the actions of its envs from shared memory, steps all of them (a sync step)
-or those whose ``step_mask`` row is set (async steps), applies the autoreset mode exactly
-as Gymnasium's ``SyncVectorEnv`` does, writes observations, rewards, flags, final
-observations and episode statistics into the shared arrays, and answers with one byte (or
-a pickled :class:`Reply` when there are infos or pickled observations to send).
+A worker hosts envs ``env_start ..`` of the vector env. A step reads their actions from
+shared memory, steps all of them (sync) or those whose ``step_mask`` row is set (async),
+autoresets exactly as ``SyncVectorEnv`` does, writes every result into the shared arrays
+and answers with one short message (a pickled :class:`Reply` only for infos or pickled
+observations). A probe worker builds env 0 alone, reports an :class:`EnvDescription`, exits.
 
-Failure handling: any exception is reported to the parent as a :class:`Failure` (worker
-index, env index, type, message, formatted traceback) and the worker exits. The worker
-exits on its own when the parent dies: the pipe reads EOF, and while idle it also checks
-the parent's pid once a second (with forkserver or spawn the parent is not the OS parent).
-SIGINT is ignored here: Ctrl-C is the parent's to handle, and the parent closes the workers.
-
-A probe worker builds env 0 alone, reports its spaces (and, if asked, the median cost of a
-step with random actions) as an :class:`EnvDescription`, and exits: env code never runs in
-the parent unless the parent hosts a share of the envs itself.
+Any exception is reported as a :class:`Failure` (worker, env, type, message, traceback)
+and the worker exits; it also exits when the parent dies (EOF on the pipe, or a pid check
+once a second while idle). SIGINT is ignored: Ctrl-C is the parent's to handle.
 """
 
 from __future__ import annotations
@@ -30,6 +23,7 @@ from typing import Any
 
 import cloudpickle
 import numpy as np
+import psutil
 
 from workers import protocol
 from workers.protocol import EnvDescription, Failure, InfoEntry, Reply, WorkerSpec
@@ -168,7 +162,8 @@ class EnvRunner:
                 try:
                     observation, reward, terminated, truncated, info = result
                 except (TypeError, ValueError):
-                    raise TypeError(_STEP_RESULT_ERROR.format(_length(result))) from None
+                    count = len(result) if isinstance(result, tuple | list) else "no tuple of"
+                    raise TypeError(_STEP_RESULT_ERROR.format(count)) from None
                 running_returns[local] += reward
                 running_lengths[local] += 1
             ended = bool(terminated or truncated)
@@ -282,27 +277,10 @@ class EnvRunner:
                 pass
 
 
-def _parent_alive(parent_pid: int) -> bool:
-    try:
-        os.kill(parent_pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 _STEP_RESULT_ERROR = (
     "env.step() returned {} values, expected 5 (observation, reward, terminated, truncated, "
     "info): an env written for gym < 0.26 needs porting to the Gymnasium API"
 )
-
-
-def _length(result: Any) -> str:
-    try:
-        return str(len(result))
-    except TypeError:
-        return f"a {type(result).__name__}, not"
 
 
 def _receive(fd: int, poller: select.poll, spec: WorkerSpec) -> tuple[bytes, bytes]:
@@ -314,7 +292,7 @@ def _receive(fd: int, poller: select.poll, spec: WorkerSpec) -> tuple[bytes, byt
                 return protocol.read_message(fd)
             os.sched_yield()
     while not poller.poll(_PARENT_CHECK_MS):
-        if not _parent_alive(spec.parent_pid):
+        if not psutil.pid_exists(spec.parent_pid):
             raise _ParentGone
     return protocol.read_message(fd)
 
@@ -439,9 +417,8 @@ def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any
     runner: EnvRunner | None = None
     fd = conn.fileno()
     try:
+        protocol.write_message(fd, _DONE)  # started: the timeout now counts the envs' time
         if spec.cpu is not None:
-            import psutil
-
             psutil.Process().cpu_affinity([spec.cpu])
         if spec.probe:
             protocol.write_message(fd, _payload(describe(spec)))

@@ -56,26 +56,19 @@ def frame(tag: bytes, payload: bytes = b"") -> bytes:
 
 def write_message(fd: int, message: bytes) -> None:
     """Write a whole framed message (blocking; loops over partial writes of large payloads)."""
-    written = os.write(fd, message)  # all of it, for any message that fits the pipe
-    if written == len(message):
-        return
-    view = memoryview(message)[written:]
+    view = memoryview(message)
     while view:
         view = view[os.write(fd, view) :]
 
 
 def _read_exact(fd: int, size: int) -> bytes:
-    chunk = os.read(fd, size)
-    if len(chunk) == size:
-        return chunk
-    chunks = [chunk]
-    remaining = size - len(chunk)
-    while remaining:
+    chunks = []
+    while size:
+        chunk = os.read(fd, size)
         if not chunk:
             raise EOFError("the other end of the pipe closed")
-        chunk = os.read(fd, remaining)
         chunks.append(chunk)
-        remaining -= len(chunk)
+        size -= len(chunk)
     return b"".join(chunks)
 
 

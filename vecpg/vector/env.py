@@ -6,36 +6,18 @@ observations ``[N, ...]``, actions ``[N, ...]``, rewards ``[N]`` (float64), term
 truncations ``[N]`` (bool), final observations ``[N, ...]`` with a has-final flag (SAME_STEP
 autoreset), episode statistics ``[N]``, a step mask ``[N]`` for partial (async) steps and,
 for large observations with ``copy=True``, ``K`` spare observation batches ``[K, N, ...]``
-with the index of the one the next step writes into. The pipes carry one short message per
-worker per command (:mod:`vecpg.vector.worker_pool`).
-
-Shared memory is anonymous: ``multiprocessing`` heap arenas, which are created in
-``/dev/shm`` and unlinked at once, then passed to workers as file descriptors. So a crash
-of any process, even SIGKILL, cannot leave a segment behind; the memory goes away with the
-last process that maps it.
+(:mod:`vecpg.vector.observation_slots`). The pipes carry one short message per worker per
+command (:mod:`vecpg.vector.worker_pool`). The shared memory is anonymous: ``multiprocessing``
+heap arenas, created in ``/dev/shm``, unlinked at once and passed to workers as file
+descriptors, so no crash, even SIGKILL, can leave a segment behind.
 
 The Gymnasium API is ``AsyncVectorEnv``'s: ``reset``/``step``/``call`` and their
 ``*_async``/``*_wait(timeout=)`` halves, one pending call at a time (:class:`Pending`, as
-Gymnasium's ``AsyncState``), the same exception classes (``AlreadyPendingCallError``,
-``NoAsyncCallError``, ``ClosedEnvironmentError``, ``multiprocessing.TimeoutError``; an env's
-exception arrives as a :class:`~vecpg.errors.WorkerError` that is also of the env's
-exception type). Env code runs in worker processes only, the spaces and the step-cost
-probe included, unless the parent steps a share of cheap envs itself (``parent_share``).
-Results are identical to ``gymnasium.vector.SyncVectorEnv`` for the same seeds and actions
-in every autoreset mode (tested). vecpg extensions beyond the Gymnasium API:
-
-* ``infos="episode"`` / ``"none"``: skip per-step info dicts (where peers lose most time);
-  ``"episode"`` still reports finished episodes as ``infos["episode"]``.
-* ``episode_returns``, ``episode_lengths``, ``episode_ended``: ``[N]`` statistics of the
-  episodes that ended at the last step, in every infos mode.
-* ``final_observations`` and ``has_final_observation``: in SAME_STEP mode, the last
-  observation of each env whose episode just ended (to bootstrap truncations from).
-* EnvPool-style async stepping: ``send(actions, env_ids)`` / ``recv()``.
-
-Views (``copy=False`` and the extension attributes) are valid until the next step or reset.
-With ``copy=True`` (the default) a large observation batch is not copied out of shared
-memory either: workers write each step into a spare batch the caller no longer holds, and
-the caller gets that batch (see :mod:`vecpg.vector.observation_slots`).
+Gymnasium's ``AsyncState``), the same exception classes. Env code runs in worker processes
+only (the spaces and the step-cost probe come from a probe worker), unless the parent steps
+a share of cheap envs itself. Results equal ``SyncVectorEnv``'s for the same seeds and
+actions in every autoreset mode (tested). The extensions (``infos=``, episode statistics,
+final observations, EnvPool-style ``send``/``recv``) are listed in the class docstring.
 """
 
 from __future__ import annotations
@@ -59,12 +41,19 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from vecpg.vector import observation_slots
-from vecpg.vector.input_checks import check_actions
 from vecpg.vector.in_flight import InFlight
-from vecpg.vector.worker_defaults import choose_layout, spin_seconds_for, usable_cores
-from vecpg.vector.worker_pool import WorkerPool, describe_env
+from vecpg.vector.infos import episode_infos, merge_infos
+from vecpg.vector.input_checks import check_actions, check_env_ids, check_reset_mask, seeds_for
+from vecpg.vector.worker_defaults import (
+    check_max_concurrency,
+    resolve_layout,
+    spin_seconds_for,
+    usable_cores,
+    worker_cpus,
+)
+from vecpg.vector.worker_pool import WorkerPool
 from workers import protocol
-from workers.protocol import INFO_MODES, WorkerSpec
+from workers.protocol import INFO_MODES, EnvDescription, WorkerSpec
 from workers.shared_layout import (
     ArraySpec,
     Field,
@@ -100,13 +89,6 @@ class AsyncBatch(NamedTuple):
     env_ids: np.ndarray  # [B] int64
 
 
-class _InfoMerger(VectorEnv):
-    """Gymnasium's info-merging rule (``VectorEnv._add_info``) for a batch of any size."""
-
-    def __init__(self, size: int) -> None:
-        self.num_envs = size
-
-
 class SubprocVectorEnv(VectorEnv):
     """Steps ``len(env_fns)`` Gymnasium envs in worker processes through shared memory.
 
@@ -115,12 +97,10 @@ class SubprocVectorEnv(VectorEnv):
         num_workers: worker processes; None chooses from the usable cores and the cost of
             one step, measured in a probe worker (see
             :func:`vecpg.vector.worker_defaults.choose_layout`).
-        parent_share: the parent process hosts one worker's share of the envs (the last
-            ones) and steps them while the worker processes step theirs, instead of idling:
-            one process fewer competing for the cores, no wakeup for that share. Those envs
-            then share the parent's fate (no crash isolation, no timeout). None (default)
-            enables it only for cheap envs when ``num_workers``, ``max_concurrency`` and
-            ``step_timeout`` are not given and ``batch_size`` is all envs.
+        parent_share: the parent steps one share of the envs (the last ones) while the
+            workers step theirs, instead of idling; those envs share the parent's fate (no
+            crash isolation, no timeout). None: see
+            :func:`~vecpg.vector.worker_defaults.resolve_layout` (cheap envs only).
         copy: return observation batches that no later step changes (True, as Gymnasium;
             batches of 64 KiB to 170 MiB come from three spare shared-memory batches
             instead of copies, see :mod:`vecpg.vector.observation_slots`) or views into shared
@@ -144,6 +124,14 @@ class SubprocVectorEnv(VectorEnv):
         shared_memory: False pickles observations through the pipes (for debugging).
         worker: Gymnasium's custom worker function; vecpg runs its own worker loop, so any
             value is refused (after the same signature check as ``AsyncVectorEnv``).
+
+    Attributes:
+        episode_returns, episode_lengths, episode_ended: ``[N]`` views: float64 return,
+            int64 length and whether it ended, of the episode each env ended at the last step.
+        has_final_observation, final_observations: SAME_STEP mode only: ``[N]`` bool, the
+            env ended at the last step, and ``[N, ...]`` its last observation (views).
+        spin_seconds, worker_spin_seconds: how long the parent and a worker poll (yielding
+            their core) before they block, from ``wait``.
 
     Example:
         >>> import gymnasium as gym
@@ -194,20 +182,7 @@ class SubprocVectorEnv(VectorEnv):
             raise ValueError("SubprocVectorEnv supports observation_mode='same' only")
         if step_timeout is not None and step_timeout <= 0:
             raise ValueError(f"step_timeout must be positive seconds or None, got {step_timeout}")
-        if max_concurrency is not None:
-            if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool):
-                raise ValueError(
-                    f"`max_concurrency` must be an integer or None, got {type(max_concurrency)}."
-                )
-            if max_concurrency < 1:
-                raise ValueError(
-                    f"`max_concurrency` must be a positive or None, got {max_concurrency}."
-                )
-        if parent_share and (step_timeout is not None or max_concurrency is not None):
-            raise ValueError(
-                "parent_share cannot be combined with step_timeout or max_concurrency: the "
-                "parent cannot time out, or hold back, the envs it steps itself"
-            )
+        check_max_concurrency(max_concurrency)
         self.env_fns = env_fns
         self.num_envs = len(env_fns)
         self.copy = copy
@@ -230,13 +205,11 @@ class SubprocVectorEnv(VectorEnv):
             # then mostly its envs). Has no effect if the fork server is already running.
             mp_context.set_forkserver_preload(["__main__", "workers.loop"])
 
-        description = describe_env(
-            self._spec(
-                -1, 0, 1, probe=True, measure_step=num_workers is None and max_concurrency is None
-            ),
-            mp_context,
-            step_timeout,
-        )
+        measure = num_workers is None and max_concurrency is None
+        probe_spec = self._spec(-1, 0, 1, probe=True, measure_step=measure)
+        probe = WorkerPool([probe_spec], mp_context, None, daemon=True, timeout=step_timeout)
+        probe.close(timeout=1.0)  # it has answered and exits by itself
+        description: EnvDescription = probe.first_answers[0]
         self.metadata = dict(description.metadata)
         self.metadata["autoreset_mode"] = self.autoreset_mode
         self.render_mode = description.render_mode
@@ -246,23 +219,15 @@ class SubprocVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
 
-        if num_workers is None and max_concurrency is not None:
-            num_workers = min(max_concurrency, self.num_envs)
-        elif num_workers is None:
-            may_share = self.batch_size == self.num_envs and step_timeout is None
-            num_workers, chosen_share = choose_layout(
-                self.num_envs, description.step_seconds, usable_cores(), may_share
-            )
-            parent_share = chosen_share if parent_share is None else parent_share
-        if not 1 <= num_workers <= min(self.num_envs, max_concurrency or self.num_envs):
-            raise ValueError(
-                f"num_workers must be in [1, num_envs={self.num_envs}] (and at most "
-                f"max_concurrency), got {num_workers}"
-            )
-        self.num_workers = int(num_workers)
-        self.parent_share = bool(parent_share)
-        if self.parent_share and self.num_workers >= self.num_envs:
-            raise ValueError("parent_share needs more envs than worker processes")
+        self.num_workers, self.parent_share = resolve_layout(
+            self.num_envs,
+            description.step_seconds,
+            num_workers=num_workers,
+            parent_share=parent_share,
+            max_concurrency=max_concurrency,
+            step_timeout=step_timeout,
+            partial_batches=self.batch_size < self.num_envs,
+        )
         # Shares of the envs: one per worker process, plus the parent's (last) if any.
         self._num_shares = self.num_workers + int(self.parent_share)
         self._all_shares = range(self._num_shares)
@@ -270,11 +235,11 @@ class SubprocVectorEnv(VectorEnv):
         self._worker_ranges = [(int(group[0]), int(group[-1]) + 1) for group in groups]
         self._flight = InFlight(self._worker_ranges)
         self._waiting_on: list[int] = []  # the shares a pending reset/step/call went to
-        self._spin_seconds, self._worker_spin_seconds = spin_seconds_for(
+        self.spin_seconds, self.worker_spin_seconds = spin_seconds_for(
             wait, self.num_workers, usable_cores()
         )
         self._build_shared_memory(shared_memory)
-        cpus = _worker_cpus(cpu_affinity, self.num_workers)
+        cpus = worker_cpus(cpu_affinity, self.num_workers)
         specs = [
             self._spec(w, start, stop, cpu=cpus[w] if w < self.num_workers else None)
             for w, (start, stop) in enumerate(self._worker_ranges)
@@ -296,7 +261,7 @@ class SubprocVectorEnv(VectorEnv):
             actions_shared=not probe and self._actions_shared,
             autoreset_mode=self.autoreset_mode.value,
             info_mode=self.info_mode,
-            spin_seconds=0.0 if probe else self._worker_spin_seconds,
+            spin_seconds=0.0 if probe else self.worker_spin_seconds,
             parent_pid=os.getpid(),
             observation_space=None if probe else self.single_observation_space,
             action_space=None if probe else self.single_action_space,
@@ -353,52 +318,21 @@ class SubprocVectorEnv(VectorEnv):
         if not self._observations_shared:
             self._pickled_observations: dict[int, Any] = {}
             self._final_observation_batch = np.full(n, None, dtype=object)
+        self.episode_returns = self._arrays["episode_returns"]
+        self.episode_lengths = self._arrays["episode_lengths"]
+        self.episode_ended = self._arrays["episode_ended"]
+        self.has_final_observation = self._arrays["has_final"]
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            self.final_observations = self._arrays.get(
+                "final_observations", getattr(self, "_final_observation_batch", None)
+            )
 
     # ------------------------------------------------------------------ public extensions
-
-    @property
-    def spin_seconds(self) -> float:
-        """Seconds the parent polls (yielding its core) before it blocks, from ``wait``."""
-        return self._spin_seconds
-
-    @property
-    def worker_spin_seconds(self) -> float:
-        """Seconds a worker polls for its next command (yielding its core) before it blocks."""
-        return self._worker_spin_seconds
 
     @property
     def worker_pids(self) -> list[int]:
         """Process ids of the workers, in worker order."""
         return self._open_pool().pids
-
-    @property
-    def episode_returns(self) -> np.ndarray:
-        """``[N]`` float64: return of the episode each env ended at the last step (view)."""
-        return self._arrays["episode_returns"]
-
-    @property
-    def episode_lengths(self) -> np.ndarray:
-        """``[N]`` int64: length in steps of the episode each env ended at the last step (view)."""
-        return self._arrays["episode_lengths"]
-
-    @property
-    def episode_ended(self) -> np.ndarray:
-        """``[N]`` bool: whether each env's episode ended at the last step (view)."""
-        return self._arrays["episode_ended"]
-
-    @property
-    def has_final_observation(self) -> np.ndarray:
-        """``[N]`` bool: SAME_STEP mode, the env ended at the last step (view)."""
-        return self._arrays["has_final"]
-
-    @property
-    def final_observations(self) -> Any:
-        """SAME_STEP mode: ``[N, ...]`` last observation of each env that just ended (view)."""
-        if self.autoreset_mode != AutoresetMode.SAME_STEP:
-            raise AttributeError("final_observations exist only with autoreset_mode=SAME_STEP")
-        if self._observations_shared:
-            return self._arrays["final_observations"]
-        return self._final_observation_batch
 
     # ------------------------------------------------------------------ reset
 
@@ -422,11 +356,11 @@ class SubprocVectorEnv(VectorEnv):
         ``options`` (less ``reset_mask``) is passed to every reset env's ``reset``.
         """
         self._check_can_start("reset_async")
-        seeds = self._seeds(seed)
+        seeds = seeds_for(seed, self.num_envs)
         mask = None
         if options is not None and "reset_mask" in options:
             options = dict(options)
-            mask = self._check_reset_mask(options.pop("reset_mask"))
+            mask = check_reset_mask(options.pop("reset_mask"), self.num_envs)
         rows = slice(None) if mask is None else mask
         for name in ("terminations", "truncations", "episode_ended", "has_final"):
             self._arrays[name][rows] = False
@@ -452,39 +386,6 @@ class SubprocVectorEnv(VectorEnv):
                 infos = self._add_info(infos, entry.info, entry.env_index)
             self._store_pickled_observations(replies[w])
         return self._current_observations(), infos
-
-    def _seeds(self, seed: int | Sequence[int | None] | None) -> list[int | None]:
-        if seed is None:
-            return [None] * self.num_envs
-        if isinstance(seed, int | np.integer):
-            return [int(seed) + i for i in range(self.num_envs)]
-        seeds = list(seed)
-        if len(seeds) != self.num_envs:
-            raise ValueError(
-                f"If seeds are passed as a list the length must match num_envs={self.num_envs} "
-                f"but got length={len(seeds)}."
-            )
-        return seeds
-
-    def _check_reset_mask(self, reset_mask: Any) -> np.ndarray:
-        if not isinstance(reset_mask, np.ndarray):
-            raise TypeError(
-                f"`options['reset_mask']` must be a numpy array, got {type(reset_mask)}"
-            )
-        if reset_mask.shape != (self.num_envs,):
-            raise ValueError(
-                f"`options['reset_mask']` must have shape `({self.num_envs},)`, got {reset_mask.shape}"
-            )
-        if reset_mask.dtype != np.bool_:
-            raise TypeError(
-                f"`options['reset_mask']` must have `dtype=np.bool_`, got {reset_mask.dtype}"
-            )
-        if not reset_mask.any():
-            raise ValueError(
-                "`options['reset_mask']` must contain a boolean array with at least one True "
-                f"value, got reset_mask={reset_mask}"
-            )
-        return reset_mask
 
     # ------------------------------------------------------------------ sync step
 
@@ -522,7 +423,8 @@ class SubprocVectorEnv(VectorEnv):
         infos: dict[str, Any] = {}
         for reply in replies.values():
             if reply is not None:
-                infos = self._merge_infos(infos, reply.infos, lambda index: index)
+                if self.info_mode == "full":
+                    infos = self._full_infos(infos, reply.infos, self.num_envs, int)
                 self._store_pickled_observations(reply)
         if self.info_mode == "episode":
             infos = self._episode_infos(infos, slice(None))
@@ -544,11 +446,7 @@ class SubprocVectorEnv(VectorEnv):
         """
         if self._pending not in (Pending.NONE, Pending.SEND) or self.closed:
             self._check_can_start("send")
-        ids = np.arange(self.num_envs) if env_ids is None else np.asarray(env_ids, dtype=np.int64)
-        if ids.ndim != 1 or ids.size == 0:
-            raise ValueError("env_ids must be a non-empty 1-d sequence of env indices")
-        if ids.min() < 0 or ids.max() >= self.num_envs or len(np.unique(ids)) != len(ids):
-            raise ValueError(f"env_ids must be distinct indices in [0, {self.num_envs}), got {ids}")
+        ids = check_env_ids(env_ids, self.num_envs)
         busy = ids[self._flight.in_flight[ids]]
         if busy.size:
             raise AlreadyPendingCallError(
@@ -569,13 +467,7 @@ class SubprocVectorEnv(VectorEnv):
     def recv(self, timeout: float | None = None) -> AsyncBatch:
         """Return the first ``batch_size`` envs that finished their step, oldest first."""
         if self._pending is not Pending.SEND:
-            self._open_pool()
-            if self._pending is not Pending.NONE:
-                raise AlreadyPendingCallError(
-                    f"Calling `recv` while waiting for a pending call to `{self._pending.value}` "
-                    "to complete",
-                    self._pending.value,
-                )
+            self._check_can_start("recv")
         flight = self._flight
         started = time.monotonic()
         while len(flight.ready) < self.batch_size:
@@ -587,7 +479,7 @@ class SubprocVectorEnv(VectorEnv):
                 )
             pool = self._open_pool()
             wait = partial(pool.wait_any, flight.busy_workers, timeout=timeout, started=started)
-            for w in self._guarded(wait, spin_seconds=self._spin_seconds):
+            for w in self._guarded(wait, spin_seconds=self.spin_seconds):
                 reply = self._guarded(pool.receive, w)
                 flight.finish(w, reply)
                 self._store_pickled_observations(reply)
@@ -602,7 +494,7 @@ class SubprocVectorEnv(VectorEnv):
     ) -> None:
         """Reset every env; their first observations come back through :meth:`recv`."""
         self._check_can_start("async_reset")
-        seeds = self._seeds(seed)
+        seeds = seeds_for(seed, self.num_envs)
         for name in ("rewards", "terminations", "truncations", "episode_ended", "has_final"):
             self._arrays[name][:] = 0
         self._target_observations(hand_out=False)
@@ -632,10 +524,8 @@ class SubprocVectorEnv(VectorEnv):
         entries = [replies.pop(i) for i in env_ids.tolist() if i in replies]
         infos: dict[str, Any] = {"env_id": env_ids.copy()}
         if self.info_mode == "full":
-            position = {index: k for k, index in enumerate(env_ids.tolist())}
-            infos = self._merge_infos(
-                infos, entries, position.__getitem__, _InfoMerger(len(env_ids))
-            )
+            row = {index: k for k, index in enumerate(env_ids.tolist())}
+            infos = self._full_infos(infos, entries, len(env_ids), row.__getitem__)
         elif self.info_mode == "episode":
             infos = self._episode_infos(infos, env_ids)
         return AsyncBatch(
@@ -695,10 +585,10 @@ class SubprocVectorEnv(VectorEnv):
         return self._batch_pickled_observations(list(range(self.num_envs)))
 
     def _batch_pickled_observations(self, env_ids: list[int]) -> Any:
+        # None for a custom space: Gymnasium's concatenate then returns a tuple.
         empty = create_empty_array(self.single_observation_space, n=len(env_ids), fn=np.zeros)
-        assert empty is not None
         values = [self._pickled_observations.get(i) for i in env_ids]
-        return concatenate(self.single_observation_space, values, empty)
+        return concatenate(self.single_observation_space, values, empty)  # type: ignore[arg-type]
 
     def _store_pickled_observations(self, reply: Any) -> None:
         if self._observations_shared or reply is None:
@@ -708,27 +598,11 @@ class SubprocVectorEnv(VectorEnv):
             if entry.ended:
                 self._final_observation_batch[entry.env_index] = entry.final_observation
 
-    def _merge_infos(
-        self,
-        infos: dict[str, Any],
-        entries: list[Any],
-        position: Callable[[int], int],
-        merger: VectorEnv | None = None,
-    ) -> dict[str, Any]:
-        """Merge worker info entries exactly as SyncVectorEnv does, in env order."""
-        if self.info_mode != "full":
-            return infos
-        merger = self if merger is None else merger
-        for entry in entries:
-            k = position(entry.env_index)
-            if entry.ended and self.autoreset_mode == AutoresetMode.SAME_STEP:
-                final = {
-                    "final_obs": self._final_observation(entry),
-                    "final_info": entry.final_info,
-                }
-                infos = merger._add_info(infos, final, k)
-            infos = merger._add_info(infos, entry.info, k)
-        return infos
+    def _full_infos(self, infos: dict[str, Any], entries: list[Any], size: int, row: Any) -> Any:
+        same_step = self.autoreset_mode == AutoresetMode.SAME_STEP
+        return merge_infos(
+            infos, entries, size, row, self._final_observation if same_step else None
+        )
 
     def _final_observation(self, entry: Any) -> Any:
         if self._observations_shared:
@@ -736,16 +610,13 @@ class SubprocVectorEnv(VectorEnv):
         return entry.final_observation
 
     def _episode_infos(self, infos: dict[str, Any], rows: Any) -> dict[str, Any]:
-        ended = self._arrays["episode_ended"][rows]
-        if ended.any():
-            infos["episode"] = {
-                "r": np.where(ended, self._arrays["episode_returns"][rows], 0.0),
-                "l": np.where(ended, self._arrays["episode_lengths"][rows], 0),
-                "_r": ended.copy(),
-                "_l": ended.copy(),
-            }
-            infos["_episode"] = ended.copy()
-        return infos
+        arrays = self._arrays
+        return episode_infos(
+            infos,
+            arrays["episode_ended"][rows],
+            arrays["episode_returns"][rows],
+            arrays["episode_lengths"][rows],
+        )
 
     def _guarded(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``call(*args, **kwargs)`` (a worker pool method); closes this env if it raises.
@@ -774,7 +645,7 @@ class SubprocVectorEnv(VectorEnv):
             pool.collect,
             self._waiting_on,
             timeout=timeout,
-            spin_seconds=self._spin_seconds,
+            spin_seconds=self.spin_seconds,
             phase=pending.value,
         )
         self._pending = Pending.NONE
@@ -861,7 +732,10 @@ class SubprocVectorEnv(VectorEnv):
     # ------------------------------------------------------------------ close
 
     def close_extras(self, timeout: float = 5.0, terminate: bool = False, **kwargs: Any) -> None:
-        """Stop the workers (politely within ``timeout`` s unless ``terminate``) and reap them."""
+        """Stop the workers (politely within ``timeout`` s unless ``terminate``) and reap them.
+
+        ``close(timeout=, terminate=)`` (Gymnasium's, idempotent) calls this once.
+        """
         if self._pending in (Pending.RESET, Pending.STEP, Pending.CALL):
             logger.warn(
                 f"Calling `close` while waiting for a pending call to `{self._pending.value}` "
@@ -870,13 +744,6 @@ class SubprocVectorEnv(VectorEnv):
             self._pending = Pending.NONE
         if self._pool is not None:
             self._pool.close(timeout=5.0 if timeout is None else timeout, terminate=terminate)
-
-    def close(self, **kwargs: Any) -> None:
-        """Close the envs and reap the workers (``timeout=``, ``terminate=``). Idempotent."""
-        if self.closed:
-            return
-        self.closed = True
-        self.close_extras(**kwargs)
 
     def __del__(self) -> None:
         try:
@@ -893,11 +760,8 @@ class SubprocVectorEnv(VectorEnv):
         self.close()
 
     def __repr__(self) -> str:
-        env_id = self.spec.id if self.spec is not None else None
-        return (
-            f"SubprocVectorEnv({env_id}, num_envs={self.num_envs}, num_workers={self.num_workers}"
-            + (", parent_share=True)" if self.parent_share else ")")
-        )
+        share = ", parent_share=True" if self.parent_share else ""
+        return f"{super().__repr__()[:-1]}, num_workers={self.num_workers}{share})"
 
 
 def _refuse_custom_worker(worker: Callable[..., None] | None) -> None:
@@ -915,19 +779,6 @@ def _refuse_custom_worker(worker: Callable[..., None] | None) -> None:
         "SubprocVectorEnv runs its own worker loop and cannot use a custom `worker`; use "
         "gymnasium.vector.AsyncVectorEnv for that"
     )
-
-
-def _worker_cpus(cpu_affinity: bool | Sequence[int] | None, num_workers: int) -> list[int | None]:
-    """The core each worker is pinned to (None: not pinned)."""
-    if cpu_affinity is True:
-        cores = sorted(os.sched_getaffinity(0))
-        return [cores[w % len(cores)] for w in range(num_workers)]
-    if cpu_affinity:
-        cpus: list[int | None] = list(cpu_affinity)
-        if len(cpus) != num_workers:
-            raise ValueError(f"cpu_affinity lists {len(cpus)} cores for {num_workers} workers")
-        return cpus
-    return [None] * num_workers
 
 
 def make_vec(

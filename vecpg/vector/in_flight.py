@@ -30,7 +30,7 @@ class InFlight:
         [0, 1]
         >>> flight.dispatch(0).tolist(), flight.dispatch(1).tolist()
         ([0], [3])
-        >>> flight.finish(1, reply=None); flight.take(1).tolist()
+        >>> _ = flight.finish(1, reply=None); flight.take(1).tolist()
         [3]
     """
 

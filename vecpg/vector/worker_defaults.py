@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 
 SIGNAL_SECONDS = 15e-6
 # Envs cheaper than this per step get a parent share: signalling and wakeups are then a
@@ -112,3 +113,77 @@ def spin_seconds_for(wait: str, num_workers: int, cores: int) -> tuple[float, fl
     if wait == "spin" or num_workers + 1 <= cores:
         return _LONG_SPIN_SECONDS, _LONG_SPIN_SECONDS
     return 0.0, (_LONG_SPIN_SECONDS if num_workers <= cores else _SHORT_SPIN_SECONDS)
+
+
+def check_max_concurrency(max_concurrency: object) -> None:
+    """``AsyncVectorEnv``'s check of ``max_concurrency``, with its messages."""
+    if max_concurrency is None:
+        return
+    if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool):
+        raise ValueError(
+            f"`max_concurrency` must be an integer or None, got {type(max_concurrency)}."
+        )
+    if max_concurrency < 1:
+        raise ValueError(f"`max_concurrency` must be a positive or None, got {max_concurrency}.")
+
+
+def resolve_layout(
+    num_envs: int,
+    step_seconds: float | None,
+    *,
+    num_workers: int | None,
+    parent_share: bool | None,
+    max_concurrency: int | None,
+    step_timeout: float | None,
+    partial_batches: bool,
+) -> tuple[int, bool]:
+    """``(num_workers, parent_share)`` from what the user gave and the measured step cost.
+
+    ``max_concurrency`` sets the worker count (each worker steps its envs one after the
+    other). The parent's share is chosen only for cheap envs, and never with a step
+    timeout (the parent cannot time out the envs it steps itself), a concurrency limit or
+    ``recv()`` batches smaller than all envs.
+
+    Example:
+        >>> resolve_layout(8, 5e-6, num_workers=None, parent_share=None, max_concurrency=None,
+        ...                step_timeout=None, partial_batches=False)[1]  # cheap: a share
+        True
+        >>> resolve_layout(8, 5e-6, num_workers=None, parent_share=None, max_concurrency=3,
+        ...                step_timeout=None, partial_batches=False)
+        (3, False)
+        >>> resolve_layout(8, 5e-6, num_workers=None, parent_share=None, max_concurrency=None,
+        ...                step_timeout=1.0, partial_batches=False)[1]
+        False
+    """
+    if parent_share and (step_timeout is not None or max_concurrency is not None):
+        raise ValueError(
+            "parent_share cannot be combined with step_timeout or max_concurrency: the "
+            "parent cannot time out, or hold back, the envs it steps itself"
+        )
+    if num_workers is None and max_concurrency is not None:
+        num_workers = min(max_concurrency, num_envs)
+    elif num_workers is None:
+        may_share = not partial_batches and step_timeout is None
+        num_workers, chosen = choose_layout(num_envs, step_seconds, usable_cores(), may_share)
+        parent_share = chosen if parent_share is None else parent_share
+    if not 1 <= num_workers <= min(num_envs, max_concurrency or num_envs):
+        raise ValueError(
+            f"num_workers must be in [1, num_envs={num_envs}] (and at most max_concurrency), "
+            f"got {num_workers}"
+        )
+    if parent_share and num_workers >= num_envs:
+        raise ValueError("parent_share needs more envs than worker processes")
+    return int(num_workers), bool(parent_share)
+
+
+def worker_cpus(cpu_affinity: bool | Sequence[int] | None, num_workers: int) -> list[int | None]:
+    """The core each worker is pinned to (None: not pinned); True: usable core ``w % cores``."""
+    if cpu_affinity is True:
+        cores = sorted(os.sched_getaffinity(0))
+        return [cores[w % len(cores)] for w in range(num_workers)]
+    if cpu_affinity:
+        cpus: list[int | None] = list(cpu_affinity)
+        if len(cpus) != num_workers:
+            raise ValueError(f"cpu_affinity lists {len(cpus)} cores for {num_workers} workers")
+        return cpus
+    return [None] * num_workers

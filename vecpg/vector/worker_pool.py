@@ -1,20 +1,12 @@
 """The parent's side of the worker processes: start, message, wait, fail loudly, close.
 
-One pipe per worker carries the commands one way and the answers the other, at most one
-short message each way per worker per command (:mod:`workers.protocol`); every per-step
-field is in shared memory, so nothing is pickled on a plain step.
-
-Waiting is ``select.poll`` on the workers' pipes with one persistent poll object (a
-``multiprocessing.connection.wait`` call builds a selector each time). With
-``spin_seconds > 0`` the waiter first polls without blocking for that long, yielding its
-core between polls (``sched_yield``), then blocks: a blocked process pays a wakeup when
-its answer comes, and on a virtual machine whose idle cores halt that wakeup costs as
-much as a cheap env's step (figures in ``benchmarks/README.md``). Yielding keeps the spin
-cheap when processes outnumber cores.
-
-Every blocking wait has a timeout: the step timeout when one is set, and in any case a
-liveness check of the awaited processes once a second. A worker that dies shows up at
-once as end-of-file on its pipe.
+One pipe per worker carries the commands one way and the answers the other, one short
+message each way per command (:mod:`workers.protocol`); the data is in shared memory.
+Waiting is ``select.poll`` with one persistent poll object; with ``spin_seconds > 0`` the
+waiter first polls without blocking, yielding its core between polls, since a blocked
+process pays a wakeup as costly as a cheap env's step (see ``benchmarks/README.md``).
+Every wait has a timeout when one is set and a liveness check once a second; a worker
+that dies shows up at once as end-of-file on its pipe.
 """
 
 from __future__ import annotations
@@ -30,9 +22,10 @@ from typing import Any
 from vecpg.errors import WorkerError, WorkerTimeoutError, worker_error_class
 from workers import protocol
 from workers.loop import EnvRunner, failure_frame, handle, start_runner, worker_main
-from workers.protocol import EnvDescription, Failure, WorkerSpec
+from workers.protocol import Failure, WorkerSpec
 
 _LIVENESS_CHECK_S = 1.0
+_START_TIMEOUT_S = 300.0
 _MAIN_GUARD_HINT = (
     "; the likely cause: the main script builds the vector env at import time. The "
     "'{method}' start method imports the main module in every worker, so put that code "
@@ -133,6 +126,8 @@ class WorkerPool:
             if len(remote_specs) < len(specs):
                 # Built while the worker processes build theirs.
                 self.local = LocalWorker(specs[-1], shared_buffer)
+            # Starting a process (and, the first time, the fork server) is not the envs' time.
+            self.collect(range(len(self.processes)), timeout=_START_TIMEOUT_S, phase="start")
             self.first_answers = self.collect(range(len(specs)), phase="construct")
         except BaseException:
             self.close(timeout=1.0)
@@ -154,17 +149,9 @@ class WorkerPool:
             raise self._death_error(worker, "while sending a command") from error
 
     def send_all(self, message: bytes) -> None:
-        """Send ``message`` to every worker process, then carry it out in the parent's share.
-
-        The parent's share goes last: it is stepped here while the processes step theirs.
-        """
-        for worker, fd in enumerate(self._fds):
-            try:
-                protocol.write_message(fd, message)
-            except OSError as error:
-                raise self._death_error(worker, "while sending a command") from error
-        if self.local is not None:
-            self.local.send(message)
+        """Send ``message`` to every worker; the parent's share, last, is stepped here at once."""
+        for worker in range(len(self.specs)):
+            self.send(worker, message)
 
     def collect(
         self,
@@ -292,7 +279,11 @@ class WorkerPool:
         if code is not None and code < 0:
             how = f"was killed by signal {-code}"
         hint = ""
-        if code == 1 and "construct" in when and self.start_method != "fork":
+        if (
+            code == 1
+            and when in ("during start", "during construct")
+            and self.start_method != "fork"
+        ):
             main = sys.modules.get("__main__")
             if getattr(main, "__file__", None):
                 hint = _MAIN_GUARD_HINT.format(method=self.start_method)
@@ -350,12 +341,3 @@ class WorkerPool:
                 process.close()
         if self.local is not None:
             self.local.close()
-
-
-def describe_env(spec: WorkerSpec, context: Any, timeout: float | None) -> EnvDescription:
-    """Start a probe worker for env 0 of ``spec`` and return its description."""
-    pool = WorkerPool([spec], context, None, daemon=True, timeout=timeout)
-    try:
-        return pool.first_answers[0]
-    finally:
-        pool.close(timeout=1.0)
