@@ -395,3 +395,33 @@ def test_an_unguarded_main_script_is_told_the_likely_cause(tmp_path, context):
     assert f"The '{context}' start method imports the main module" in last_line
     assert 'if __name__ == "__main__":' in last_line
     assert time.monotonic() - started < 60
+
+
+class ExitOnStepEnv(FailingEnv):
+    """Dies (``os._exit(3)``) at its third step: what a crashing native env does."""
+
+    def __init__(self) -> None:
+        super().__init__(fail_on="step", after=2, how="exit")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize(
+    "env, timeout, message",
+    [
+        ("tests.test_vector_faults:ExitOnStepEnv", "60", r"env 0\)? .*exited with code 3"),
+        ("tests.fixture_envs:HangingEnv", "2", r"did not finish (step|construct) within 2 s"),
+    ],
+    ids=["dies", "hangs"],
+)
+def test_train_stops_on_an_env_fault_with_a_one_line_error(tmp_path, env, timeout, message):
+    command = [sys.executable, "-m", "vecpg", "train", "--env", env, "--num-envs", "4"]
+    command += ["--total-steps", "4096", "--step-timeout", timeout, "--quiet", "--no-tensorboard"]
+    command += ["--run-dir", str(tmp_path / "run")]
+    path = os.pathsep.join([os.getcwd(), os.environ.get("PYTHONPATH", "")])
+    run = subprocess.run(
+        command, capture_output=True, text=True, timeout=150, env=dict(os.environ, PYTHONPATH=path)
+    )
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2, run.stderr
+    assert len(lines) == 1 and lines[0].startswith("vecpg: error: "), run.stderr
+    assert re.search(message, lines[0]), lines[0]
