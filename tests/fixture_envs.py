@@ -12,6 +12,8 @@ is deterministic given ``reset(seed=...)``.
 
 from __future__ import annotations
 
+import ctypes
+import faulthandler
 import os
 import signal
 import time
@@ -64,8 +66,9 @@ class FailingEnv(_CounterEnv):
         fail_on: "init", "reset", "step" or "close".
         after: successful calls before the failing one (ignored for "init").
         how: "raise" (raise ``exception_type``), "exit" (``os._exit(3)``: the process dies
-            without cleanup) or "kill" (SIGKILL to its own process). Only use "exit" and
-            "kill" inside a worker process: they end whatever process runs the env.
+            without cleanup), "kill" (SIGKILL to its own process) or "segfault" (a read of
+            address 0). Only use "exit", "kill" and "segfault" inside a worker process: they
+            end whatever process runs the env.
         exception_type: the exception class raised when ``how="raise"``.
         message: the exception message.
 
@@ -88,8 +91,8 @@ class FailingEnv(_CounterEnv):
         message: str | None = None,
     ) -> None:
         _check_fault_method("fail_on", fail_on)
-        if how not in ("raise", "exit", "kill"):
-            raise ValueError(f"how must be 'raise', 'exit' or 'kill', got {how!r}")
+        if how not in ("raise", "exit", "kill", "segfault"):
+            raise ValueError(f"how must be 'raise', 'exit', 'kill' or 'segfault', got {how!r}")
         self.fail_on, self.after, self.how = fail_on, int(after), how
         self.exception_type, self.message = exception_type, message
         self._calls = dict.fromkeys(_FAULT_METHODS, 0)
@@ -103,6 +106,9 @@ class FailingEnv(_CounterEnv):
             os._exit(3)
         if self.how == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.how == "segfault":
+            faulthandler.disable()  # no dump: the parent's error is what the test looks at
+            ctypes.string_at(0)  # reads address 0: SIGSEGV
         call = self._calls[method]
         raise self.exception_type(
             self.message or f"FailingEnv: injected fault in {method} (call {call})"

@@ -8,9 +8,12 @@ internal invariants; anything a user can cause raises one of these (or a plain
 from __future__ import annotations
 
 import errno
+import functools
+import multiprocessing
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 # errno values of file operations the environment refuses (a full disk, a read-only file
 # system, permissions): not bugs, so the command line shows them as one line.
@@ -47,6 +50,19 @@ class WorkerError(VecpgError):
         self.exception_type = exception_type
         self.remote_traceback = remote_traceback
 
+    def __reduce__(self) -> tuple:
+        # A class from worker_error_class is rebuilt from the env's type (it has no import
+        # path of its own), so the error survives pickling, e.g. out of a Ray actor.
+        original = getattr(type(self), "_original_type", None)
+        fields = (self.worker_index, self.env_index, self.exception_type, self.remote_traceback)
+        message = self.args[0] if self.args else ""
+        return _rebuild_worker_error, (
+            original or type(self),
+            original is not None,
+            message,
+            fields,
+        )
+
     def __str__(self) -> str:
         text = super().__str__()
         if self.remote_traceback:
@@ -54,8 +70,39 @@ class WorkerError(VecpgError):
         return text
 
 
-class WorkerTimeoutError(WorkerError):
-    """A worker did not answer within the configured timeout (a hung env)."""
+class WorkerTimeoutError(WorkerError, multiprocessing.TimeoutError):
+    """A worker did not answer within the configured timeout (a hung env).
+
+    Also a ``multiprocessing.TimeoutError``, what ``AsyncVectorEnv`` raises on a timeout.
+    """
+
+
+@functools.cache
+def worker_error_class(original: type | None) -> type[WorkerError]:
+    """:class:`WorkerError` that is also ``original``, the type an env raised, where it can be.
+
+    So ``except ValueError`` catches an env's ``ValueError`` raised through a worker, as with
+    ``AsyncVectorEnv`` (which re-raises the original type), and ``except WorkerError``
+    catches every env failure. Types that cannot be combined (a base with its own instance
+    layout, like ``OSError``, or an ``__init__`` that needs other arguments) give
+    :class:`WorkerError` alone.
+
+    Example:
+        >>> error = worker_error_class(ValueError)("ValueError in env 0 (worker 0) during step")
+        >>> isinstance(error, ValueError) and isinstance(error, WorkerError)
+        True
+    """
+    if not (isinstance(original, type) and issubclass(original, Exception)):
+        return WorkerError
+    if issubclass(original, WorkerError):
+        return original
+    try:
+        combined = type(original.__name__, (WorkerError, original), {"_original_type": original})
+        combined("probe")  # an __init__ with required arguments fails here, not later
+    except TypeError:
+        return WorkerError
+    combined.__module__ = original.__module__
+    return combined
 
 
 class ConfigError(VecpgError):
@@ -159,3 +206,17 @@ def describe_refused(error: OSError, path: str | os.PathLike[str] | None = None)
     if error.errno == errno.EACCES or error.errno == errno.EPERM:
         return f"cannot access {where}: {reason}"
     return f"cannot write {where}: {reason}"
+
+
+def _rebuild_worker_error(
+    cls: type, combined: bool, message: str, fields: tuple[Any, ...]
+) -> WorkerError:
+    worker_index, env_index, exception_type, remote_traceback = fields
+    error_class = worker_error_class(cls) if combined else cls
+    return error_class(
+        message,
+        worker_index=worker_index,
+        env_index=env_index,
+        exception_type=exception_type,
+        remote_traceback=remote_traceback,
+    )

@@ -1,17 +1,14 @@
 """The worker process: builds its envs, then serves commands until told to close.
 
-A worker hosts envs ``env_start .. env_start + len(envs) - 1`` of the vector env. For a
-step it reads the actions of its envs from shared memory, steps all of them (a sync step)
-or those whose ``step_mask`` row is set (async steps), applies the autoreset mode exactly
-as Gymnasium's ``SyncVectorEnv`` does, writes observations, rewards, flags, final
-observations and episode statistics into the shared arrays, and answers with one byte (or
-a pickled :class:`Reply` when there are infos or pickled observations to send).
+A worker hosts envs ``env_start ..`` of the vector env. A step reads their actions from
+shared memory, steps all of them (sync) or those whose ``step_mask`` row is set (async),
+autoresets exactly as ``SyncVectorEnv`` does, writes every result into the shared arrays
+and answers with one short message (a pickled :class:`Reply` only for infos or pickled
+observations). A probe worker builds env 0 alone, reports an :class:`EnvDescription`, exits.
 
-Failure handling: any exception is reported to the parent as a :class:`Failure` (worker
-index, env index, type, message, formatted traceback) and the worker exits. The worker
-exits on its own when the parent dies: the pipe reads EOF, and while idle it also checks
-the parent's pid once a second (with forkserver or spawn the parent is not the OS parent).
-SIGINT is ignored here: Ctrl-C is the parent's to handle, and the parent closes the workers.
+Any exception is reported as a :class:`Failure` (worker, env, type, message, traceback)
+and the worker exits; it also exits when the parent dies (EOF on the pipe, or a pid check
+once a second while idle). SIGINT is ignored: Ctrl-C is the parent's to handle.
 """
 
 from __future__ import annotations
@@ -26,11 +23,11 @@ from typing import Any
 
 import cloudpickle
 import numpy as np
+import psutil
 
 from workers import protocol
-from workers.protocol import Failure, InfoEntry, Reply, WorkerSpec
+from workers.protocol import EnvDescription, Failure, InfoEntry, Reply, WorkerSpec
 from workers.shared_layout import Layout, read_row, split_first_axis, write_row
-from workers.step_bell import FIRST_SLEEP_MS, StepBell
 
 _PARENT_CHECK_MS = 1000
 _DONE = protocol.frame(protocol.DONE)
@@ -157,11 +154,16 @@ class EnvRunner:
             else:
                 if actions is not None:
                     action = actions[local]
-                elif pending_actions is not None:
+                elif pending_actions is not None and index in pending_actions:
                     action = pending_actions[index]
                 else:
                     action = read_row(self.actions, index, copy=False)
-                observation, reward, terminated, truncated, info = env.step(action)
+                result = env.step(action)
+                try:
+                    observation, reward, terminated, truncated, info = result
+                except (TypeError, ValueError):
+                    count = len(result) if isinstance(result, tuple | list) else "no tuple of"
+                    raise TypeError(_STEP_RESULT_ERROR.format(count)) from None
                 running_returns[local] += reward
                 running_lengths[local] += 1
             ended = bool(terminated or truncated)
@@ -275,58 +277,67 @@ class EnvRunner:
                 pass
 
 
-def _parent_alive(parent_pid: int) -> bool:
-    try:
-        os.kill(parent_pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+_STEP_RESULT_ERROR = (
+    "env.step() returned {} values, expected 5 (observation, reward, terminated, truncated, "
+    "info): an env written for gym < 0.26 needs porting to the Gymnasium API"
+)
 
 
-_RUNG = (protocol.STEP_ALL, b"")  # what a ring of the step bell means
-
-
-def _receive(
-    fd: int, poller: select.poll, spec: WorkerSpec, bell: StepBell | None
-) -> tuple[bytes, bytes]:
-    """Wait for the next command: poll for ``spin_seconds``, then block with liveness checks.
-
-    With a step ``bell``, a sync step comes as a ring of the bell instead of a message
-    (see :mod:`workers.step_bell`); a ``BELL`` message only says to look at the bell.
-    """
+def _receive(fd: int, poller: select.poll, spec: WorkerSpec) -> tuple[bytes, bytes]:
+    """Wait for the next command: poll for ``spin_seconds``, then block with liveness checks."""
     if spec.spin_seconds > 0:
         deadline = time.perf_counter() + spec.spin_seconds
         while time.perf_counter() < deadline:
-            if bell is not None and bell.rung():
-                return _RUNG
             if poller.poll(0):
-                message = protocol.read_message(fd)
-                if message[0] != protocol.BELL:
-                    return message
-                continue  # the bell is looked at first thing: a stale BELL is skipped
+                return protocol.read_message(fd)
             os.sched_yield()
-    # Blocked. With a bell, a short first wait finds a ring whose BELL message was lost
-    # (see workers.step_bell); the parent's liveness is checked on the long waits.
-    wait_ms = _PARENT_CHECK_MS
-    if bell is not None:
-        bell.set_asleep(True)
-        wait_ms = FIRST_SLEEP_MS
+    while not poller.poll(_PARENT_CHECK_MS):
+        if not psutil.pid_exists(spec.parent_pid):
+            raise _ParentGone
+    return protocol.read_message(fd)
+
+
+def describe(spec: WorkerSpec) -> EnvDescription:
+    """Build env 0 of ``spec`` and describe it (a probe worker's whole job)."""
+    env = cloudpickle.loads(spec.env_fns)[0]()
     try:
-        while True:
-            if bell is not None and bell.rung():
-                return _RUNG
-            if poller.poll(wait_ms):
-                message = protocol.read_message(fd)
-                if message[0] != protocol.BELL:
-                    return message
-            elif wait_ms == _PARENT_CHECK_MS and not _parent_alive(spec.parent_pid):
-                raise _ParentGone
-            wait_ms = _PARENT_CHECK_MS
+        step_seconds = measure_step_seconds(env) if spec.measure_step else None
+        return EnvDescription(
+            env.observation_space,
+            env.action_space,
+            dict(env.metadata),
+            env.render_mode,
+            env.spec,
+            step_seconds,
+        )
     finally:
-        if bell is not None:
-            bell.set_asleep(False)
+        env.close()
+
+
+def measure_step_seconds(env: Any, max_steps: int = 64, max_seconds: float = 0.05) -> float | None:
+    """Median seconds of one ``env.step`` with random actions (at most ``max_seconds`` spent).
+
+    None if the env refuses its own sampled actions: the cost is then unknown, and the real
+    steps (with the caller's actions) will show any problem, naming the env.
+    """
+    durations = []
+    try:
+        env.action_space.seed(0)
+        env.reset(seed=0, options=None)
+        budget_end = time.perf_counter() + max_seconds
+        for _ in range(max_steps):
+            action = env.action_space.sample()
+            started = time.perf_counter()
+            _, _, terminated, truncated, _ = env.step(action)
+            durations.append(time.perf_counter() - started)
+            if terminated or truncated:
+                env.reset(seed=None, options=None)
+            if time.perf_counter() > budget_end:
+                break
+    except Exception:  # noqa: BLE001 - a probe only estimates; real steps report errors
+        return None
+    durations.sort()
+    return durations[len(durations) // 2]
 
 
 def start_runner(spec: WorkerSpec, shared_buffer: Any) -> EnvRunner:
@@ -381,8 +392,17 @@ def failure_frame(spec: WorkerSpec, runner: EnvRunner | None, error: BaseExcepti
         message=str(error),
         traceback=traceback.format_exc(),
         phase="construct" if runner is None else runner.phase,
+        exception_class=_pickled_class(type(error)),
     )
     return protocol.frame(protocol.FAILED, pickle.dumps(failure))
+
+
+def _pickled_class(exception_type: type) -> bytes | None:
+    """The exception's class pickled by reference (importable classes only), else None."""
+    try:
+        return pickle.dumps(exception_type)
+    except Exception:  # noqa: BLE001 - a class defined in a function; the name still goes
+        return None
 
 
 def _payload(value: Any) -> bytes:
@@ -401,22 +421,20 @@ def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any
     runner: EnvRunner | None = None
     fd = conn.fileno()
     try:
+        protocol.write_message(fd, _DONE)  # started: the timeout now counts the envs' time
         if spec.cpu is not None:
-            import psutil
-
             psutil.Process().cpu_affinity([spec.cpu])
+        if spec.probe:
+            protocol.write_message(fd, _payload(describe(spec)))
+            return
         runner = start_runner(spec, shared_buffer)
-        bell = StepBell(runner.arrays, spec.worker_index) if spec.step_bell else None
         protocol.write_message(fd, _DONE)
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         while True:
-            command = _receive(fd, poller, spec, bell)
-            answer = handle(runner, *command)
+            answer = handle(runner, *_receive(fd, poller, spec))
             if answer is None:
                 return
-            if answer is _DONE and command is _RUNG and bell is not None and bell.answer():
-                continue  # answered through the shared word
             protocol.write_message(fd, answer)
     except (_ParentGone, EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the parent is gone or closed the pipe: nothing to report to

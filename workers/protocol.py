@@ -8,16 +8,19 @@ optionally followed by a pickled payload:
 tag       direction   meaning
 ========  ==========  ======================================================
 ``S``     to worker   step every env of the worker (a sync step)
-``B``     to worker   look at the step bell (:mod:`workers.step_bell`): a sync step
 ``s``     to worker   step the envs whose ``step_mask`` row is set (async steps)
 ``r``     to worker   reset: payload ``(seeds, options, mask)`` for its envs
 ``c``     to worker   call: payload ``(name, args, kwargs)``
 ``a``     to worker   set attribute: payload ``(name, values)``
 ``x``     to worker   close the envs and exit
-``k``     to parent   done, nothing else to report (a rung step answers in shared memory)
-``p``     to parent   done, payload :class:`Reply` or call results
+``k``     to parent   done, nothing else to report
+``p``     to parent   done, payload :class:`Reply`, call results or :class:`EnvDescription`
 ``e``     to parent   failed, payload :class:`Failure`; the worker then exits
 ========  ==========  ======================================================
+
+A probe worker (``WorkerSpec.probe``) builds env 0 alone, answers ``p`` with its
+:class:`EnvDescription` and exits: the parent learns the spaces and the step cost
+without running env code itself.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 STEP_ALL = b"S"
-BELL = b"B"
 STEP = b"s"
 RESET = b"r"
 CALL = b"c"
@@ -54,26 +56,19 @@ def frame(tag: bytes, payload: bytes = b"") -> bytes:
 
 def write_message(fd: int, message: bytes) -> None:
     """Write a whole framed message (blocking; loops over partial writes of large payloads)."""
-    written = os.write(fd, message)  # all of it, for any message that fits the pipe
-    if written == len(message):
-        return
-    view = memoryview(message)[written:]
+    view = memoryview(message)
     while view:
         view = view[os.write(fd, view) :]
 
 
 def _read_exact(fd: int, size: int) -> bytes:
-    chunk = os.read(fd, size)
-    if len(chunk) == size:
-        return chunk
-    chunks = [chunk]
-    remaining = size - len(chunk)
-    while remaining:
+    chunks = []
+    while size:
+        chunk = os.read(fd, size)
         if not chunk:
             raise EOFError("the other end of the pipe closed")
-        chunk = os.read(fd, remaining)
         chunks.append(chunk)
-        remaining -= len(chunk)
+        size -= len(chunk)
     return b"".join(chunks)
 
 
@@ -100,18 +95,32 @@ class WorkerSpec:
     worker_index: int
     env_start: int  # global index of this worker's first env
     env_fns: bytes  # cloudpickled list of env factories, one per env of this worker
+    num_envs: int  # how many factories env_fns holds
     fields: list[Any]  # shared_layout.Field list, identical to the parent's
     observations_shared: bool  # False: observations are pickled through the pipe
     actions_shared: bool
     autoreset_mode: str  # gymnasium AutoresetMode value: "NextStep", "SameStep", "Disabled"
     info_mode: str  # one of INFO_MODES
     spin_seconds: float  # how long to poll before blocking while waiting for a command
-    step_bell: bool  # sync steps come as a ring of the shared step bell (workers.step_bell)
     parent_pid: int
     observation_space: Any  # every env must have exactly these single-env spaces
     action_space: Any
     cpu: int | None = None  # pin the worker to this core
     in_parent: bool = False  # hosted by the parent process (vecpg.vector.worker_pool.LocalWorker)
+    probe: bool = False  # describe env 0 (EnvDescription), then exit
+    measure_step: bool = False  # a probe also times a few steps with random actions
+
+
+@dataclass(frozen=True)
+class EnvDescription:
+    """What a probe worker reports about env 0: what the vector env copies from it."""
+
+    observation_space: Any
+    action_space: Any
+    metadata: dict[str, Any]
+    render_mode: str | None
+    spec: Any
+    step_seconds: float | None  # median seconds of one step; None if not measured or failed
 
 
 @dataclass
@@ -148,3 +157,4 @@ class Failure:
     message: str
     traceback: str
     phase: str  # "construct", "reset", "step", "call", ...
+    exception_class: bytes | None = None  # the type pickled by reference, if it pickles

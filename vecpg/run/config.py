@@ -69,6 +69,11 @@ class TrainConfig:
     num_workers: int | None = _field(
         None, "worker processes for the envs (default: the vector env's choice)"
     )
+    step_timeout: float | None = _field(
+        None,
+        "seconds an env may take to be built, reset or stepped before the run stops with an "
+        "error naming it (vector subproc; default: no limit, a dead worker still stops it)",
+    )
     vector: str = _field(
         "subproc",
         "vector env: subproc (vecpg's shared-memory workers) or sync (in-process)",
@@ -353,6 +358,10 @@ def validate(config: TrainConfig) -> None:
     _check(
         c.num_workers is None or 1 <= c.num_workers <= c.num_envs,
         f"num_workers must be between 1 and num_envs={c.num_envs} (got {c.num_workers})",
+    )
+    _check(
+        c.step_timeout is None or c.step_timeout > 0,
+        f"step_timeout must be > 0 seconds (got {c.step_timeout})",
     )
     _check(c.num_steps >= 1, f"num_steps must be >= 1 (got {c.num_steps})")
     _check(c.num_samplers >= 1, f"num_samplers must be >= 1 (got {c.num_samplers})")

@@ -87,6 +87,7 @@ def make_vector_env(config: TrainConfig) -> gym.vector.VectorEnv:
         # next step, so views into shared memory save one copy of every observation.
         options: dict[str, Any] = {"autoreset_mode": same_step, "infos": "none", "copy": False}
         options["num_workers"] = config.num_workers
+        options["step_timeout"] = config.step_timeout
         if config.overlap_inference:
             # Halves of the envs on separate workers; recv() returns one worker's envs.
             options["num_workers"] = config.num_workers or 2

@@ -14,15 +14,16 @@ For cheap envs one lane is the parent itself (``parent_share``): while the worke
 their shares the parent would otherwise only wait, and on a machine whose cores are all
 taken by workers, every wait costs a context switch or a cross-core wakeup (50-80 µs on
 the development VM) of the same order as the whole step. Expensive envs keep every env in
-a worker process, where a crashing env cannot take the parent down.
+a worker process, where a crashing env cannot take the parent down. The step cost is
+measured in a probe worker process (:func:`workers.loop.measure_step_seconds`), never in
+the parent.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import time
-from typing import Any
+from collections.abc import Sequence
 
 SIGNAL_SECONDS = 15e-6
 # Envs cheaper than this per step get a parent share: signalling and wakeups are then a
@@ -37,28 +38,6 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
-
-
-def measure_step_seconds(env: Any, max_steps: int = 64, max_seconds: float = 0.05) -> float:
-    """Median seconds of one ``env.step`` with random actions (at most ``max_seconds`` spent).
-
-    The env is reset with seed 0 first; it is a throwaway probe, never one of the workers'.
-    """
-    env.action_space.seed(0)
-    env.reset(seed=0)
-    durations = []
-    budget_end = time.perf_counter() + max_seconds
-    for _ in range(max_steps):
-        action = env.action_space.sample()
-        started = time.perf_counter()
-        _, _, terminated, truncated, _ = env.step(action)
-        durations.append(time.perf_counter() - started)
-        if terminated or truncated:
-            env.reset()
-        if time.perf_counter() > budget_end:
-            break
-    durations.sort()
-    return durations[len(durations) // 2]
 
 
 def choose_lanes(
@@ -82,9 +61,12 @@ def choose_lanes(
 
 
 def choose_layout(
-    num_envs: int, step_seconds: float, cores: int, allow_parent_share: bool = True
+    num_envs: int, step_seconds: float | None, cores: int, allow_parent_share: bool = True
 ) -> tuple[int, bool]:
     """``(num_workers, parent_share)`` for ``num_envs`` envs of this step cost on ``cores``.
+
+    ``step_seconds`` None (the probe could not step the env): one worker per core, no
+    parent share.
 
     Example:
         >>> choose_layout(32, step_seconds=5e-6, cores=2)  # CartPole: a worker + the parent
@@ -93,9 +75,115 @@ def choose_layout(
         (2, False)
         >>> choose_layout(32, step_seconds=5e-6, cores=1)
         (1, False)
+        >>> choose_layout(32, step_seconds=None, cores=4)
+        (4, False)
     """
+    if step_seconds is None:
+        return min(num_envs, cores), False
     lanes = choose_lanes(num_envs, step_seconds, cores)
     parent_share = (
         allow_parent_share and lanes >= 2 and step_seconds < PARENT_SHARE_MAX_STEP_SECONDS
     )
     return lanes - int(parent_share), parent_share
+
+
+# How long a waiting process polls (yielding its core between polls) before it blocks.
+# Blocking costs a wakeup, which on a VM whose idle virtual CPUs halt is of the order of a
+# cheap env's step. When every worker and the parent have a core, all of them spin 1 ms;
+# when they do not, the parent blocks (spinning, it would take turns with a worker at work)
+# and each worker that has a core of its own still spins 1 ms, keeping its core awake for
+# the parent's next command. Measured gains in benchmarks/README.md.
+_LONG_SPIN_SECONDS = 1e-3
+_SHORT_SPIN_SECONDS = 50e-6  # workers that outnumber the cores
+
+
+def spin_seconds_for(wait: str, num_workers: int, cores: int) -> tuple[float, float]:
+    """``(parent, worker)`` seconds to poll before blocking, for ``wait`` ("auto", "block", "spin").
+
+    Example:
+        >>> spin_seconds_for("auto", num_workers=1, cores=2)  # a worker + the parent: all spin
+        (0.001, 0.001)
+        >>> spin_seconds_for("auto", num_workers=2, cores=2)  # the parent has no core: it blocks
+        (0.0, 0.001)
+        >>> spin_seconds_for("auto", num_workers=4, cores=2)
+        (0.0, 5e-05)
+    """
+    if wait == "block":
+        return 0.0, 0.0
+    if wait == "spin" or num_workers + 1 <= cores:
+        return _LONG_SPIN_SECONDS, _LONG_SPIN_SECONDS
+    return 0.0, (_LONG_SPIN_SECONDS if num_workers <= cores else _SHORT_SPIN_SECONDS)
+
+
+def check_max_concurrency(max_concurrency: object) -> None:
+    """``AsyncVectorEnv``'s check of ``max_concurrency``, with its messages."""
+    if max_concurrency is None:
+        return
+    if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool):
+        raise ValueError(
+            f"`max_concurrency` must be an integer or None, got {type(max_concurrency)}."
+        )
+    if max_concurrency < 1:
+        raise ValueError(f"`max_concurrency` must be a positive or None, got {max_concurrency}.")
+
+
+def resolve_layout(
+    num_envs: int,
+    step_seconds: float | None,
+    *,
+    num_workers: int | None,
+    parent_share: bool | None,
+    max_concurrency: int | None,
+    step_timeout: float | None,
+    partial_batches: bool,
+) -> tuple[int, bool]:
+    """``(num_workers, parent_share)`` from what the user gave and the measured step cost.
+
+    ``max_concurrency`` sets the worker count (each worker steps its envs one after the
+    other). The parent's share is chosen only for cheap envs, and never with a step
+    timeout (the parent cannot time out the envs it steps itself), a concurrency limit or
+    ``recv()`` batches smaller than all envs.
+
+    Example:
+        >>> resolve_layout(8, 5e-6, num_workers=None, parent_share=None, max_concurrency=None,
+        ...                step_timeout=None, partial_batches=False)[1]  # cheap: a share
+        True
+        >>> resolve_layout(8, 5e-6, num_workers=None, parent_share=None, max_concurrency=3,
+        ...                step_timeout=None, partial_batches=False)
+        (3, False)
+        >>> resolve_layout(8, 5e-6, num_workers=None, parent_share=None, max_concurrency=None,
+        ...                step_timeout=1.0, partial_batches=False)[1]
+        False
+    """
+    if parent_share and (step_timeout is not None or max_concurrency is not None):
+        raise ValueError(
+            "parent_share cannot be combined with step_timeout or max_concurrency: the "
+            "parent cannot time out, or hold back, the envs it steps itself"
+        )
+    if num_workers is None and max_concurrency is not None:
+        num_workers = min(max_concurrency, num_envs)
+    elif num_workers is None:
+        may_share = not partial_batches and step_timeout is None
+        num_workers, chosen = choose_layout(num_envs, step_seconds, usable_cores(), may_share)
+        parent_share = chosen if parent_share is None else parent_share
+    if not 1 <= num_workers <= min(num_envs, max_concurrency or num_envs):
+        raise ValueError(
+            f"num_workers must be in [1, num_envs={num_envs}] (and at most max_concurrency), "
+            f"got {num_workers}"
+        )
+    if parent_share and num_workers >= num_envs:
+        raise ValueError("parent_share needs more envs than worker processes")
+    return int(num_workers), bool(parent_share)
+
+
+def worker_cpus(cpu_affinity: bool | Sequence[int] | None, num_workers: int) -> list[int | None]:
+    """The core each worker is pinned to (None: not pinned); True: usable core ``w % cores``."""
+    if cpu_affinity is True:
+        cores = sorted(os.sched_getaffinity(0))
+        return [cores[w % len(cores)] for w in range(num_workers)]
+    if cpu_affinity:
+        cpus: list[int | None] = list(cpu_affinity)
+        if len(cpus) != num_workers:
+            raise ValueError(f"cpu_affinity lists {len(cpus)} cores for {num_workers} workers")
+        return cpus
+    return [None] * num_workers

@@ -1,42 +1,12 @@
 """The parent's side of the worker processes: start, message, wait, fail loudly, close.
 
-Signalling design (the per-step cost that decides whether subprocesses pay at all):
-
-* One pipe per worker, at most one message each way per worker per step, and none for a
-  plain sync step on x86-64: the parent rings each worker's step bell (a sequence number
-  in shared memory that a spinning worker sees without a system call) and the worker
-  answers by storing that number in its answer word, which the spinning parent sees the
-  same way (:mod:`workers.step_bell`). A process blocked on its pipe, a step with infos to
-  report, a failure, and every other command use 5-byte messages (``S`` to step, ``k``
-  for done). Actions, observations, rewards, flags, final observations and episode
-  statistics are already in shared memory, so nothing is pickled on the hot path; a worker
-  sends a pickled payload only when it has non-empty infos (in ``infos="full"`` mode) or
-  observations of a space with no shared layout. The bell took a ``write``, a ``poll`` and
-  a ``read`` per direction (~3 µs each) off the critical path: 84x84x4 x16 +8.2% (paired
-  ratio of 11 alternating windows in one process), CartPole-v1 x32 unchanged.
-* Waiting is ``select.poll`` on the workers' pipes with one persistent poll object (a
-  ``multiprocessing.connection.wait`` call builds a selector each time and costs ~10x more).
-  With ``spin_seconds > 0`` the waiter first polls without blocking for that long, calling
-  ``sched_yield`` between polls, then blocks. A blocked process costs a wakeup when its
-  answer comes: ~8 µs when the waker runs on the same core, 50-80 µs across cores on the
-  2-vCPU development VM (a halted virtual CPU must be woken by the hypervisor). Yielding
-  makes the spin cheap for a process that has work: when processes outnumber cores, the
-  spinner gives its turn away at once. The vector env picks the bound (``wait="auto"``).
-* The parent's own path through a sync step is kept flat: one broadcast (:meth:`step_all`:
-  a ring per worker, then the parent's share stepped in place) and one look that takes
-  every answer already there (:meth:`collect`). After the parent has stepped its
-  share its caches are cold, and there every layer of Python calls shows: the layered
-  path cost ~10 µs more per step than a hand-written loop (84x84x4 images x16: 97 vs
-  76 µs a step); the flat one is within ~2 µs of it.
-* Every blocking wait has a timeout: the step timeout when one is set, and in any case a
-  liveness check of the awaited processes once a second. A worker that dies shows up at
-  once as end-of-file on its pipe.
-
-Measured on the 2-core development machine: a step of one worker process hosting one env
-that does nothing costs ~22 µs with the bell and ~27 µs without (parent and worker both
-counted, the whole ``step`` call included); CartPole-v1 x32 with one worker runs
-at 0.97x SyncVectorEnv, i.e. the layer costs ~3% when it cannot gain from parallelism. See
-``benchmarks/README.md`` for the full grid.
+One pipe per worker carries the commands one way and the answers the other, one short
+message each way per command (:mod:`workers.protocol`); the data is in shared memory.
+Waiting is ``select.poll`` with one persistent poll object; with ``spin_seconds > 0`` the
+waiter first polls without blocking, yielding its core between polls, since a blocked
+process pays a wakeup as costly as a cheap env's step (see ``benchmarks/README.md``).
+Every wait has a timeout when one is set and a liveness check once a second; a worker
+that dies shows up at once as end-of-file on its pipe.
 """
 
 from __future__ import annotations
@@ -44,19 +14,23 @@ from __future__ import annotations
 import os
 import pickle
 import select
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
 
-from vecpg.errors import WorkerError, WorkerTimeoutError
+from vecpg.errors import WorkerError, WorkerTimeoutError, worker_error_class
 from workers import protocol
 from workers.loop import EnvRunner, failure_frame, handle, start_runner, worker_main
 from workers.protocol import Failure, WorkerSpec
-from workers.step_bell import FIRST_SLEEP_MS, BellRinger
 
 _LIVENESS_CHECK_S = 1.0
-_STEP_ALL_MESSAGE = protocol.frame(protocol.STEP_ALL)
-_BELL_MESSAGE = protocol.frame(protocol.BELL)
+_START_TIMEOUT_S = 300.0
+_MAIN_GUARD_HINT = (
+    "; the likely cause: the main script builds the vector env at import time. The "
+    "'{method}' start method imports the main module in every worker, so put that code "
+    'under `if __name__ == "__main__":`'
+)
 
 
 class LocalWorker:
@@ -70,7 +44,7 @@ class LocalWorker:
     def __init__(self, spec: WorkerSpec, shared_buffer: Any) -> None:
         self.spec = spec
         self.runner: EnvRunner | None = None
-        self.answer: bytes | None = None
+        self.answer: bytes | None = protocol.frame(protocol.DONE)
         try:
             self.runner = start_runner(spec, shared_buffer)
         except Exception as error:  # noqa: BLE001 - reported like a worker process's failure
@@ -97,9 +71,6 @@ class LocalWorker:
             self.runner = None
 
 
-_START_TIMEOUT_S = 300.0  # building envs can be slow (ROMs, physics models); deaths show at once
-
-
 class WorkerPool:
     """Worker processes with one pipe each, sharing one memory buffer.
 
@@ -107,12 +78,13 @@ class WorkerPool:
         specs: one :class:`~workers.protocol.WorkerSpec` per worker; a last spec with
             ``in_parent=True`` is hosted by a :class:`LocalWorker` in this process.
         context: a ``multiprocessing`` context (its start method is used).
-        shared_buffer: the ``RawArray`` every worker maps.
+        shared_buffer: the ``RawArray`` every worker maps (None for a probe).
         daemon: start the workers as daemon processes.
-        timeout: seconds a step may take before :class:`WorkerTimeoutError`; None waits
-            as long as the workers live.
-        bell: the parent's end of the workers' step bells, if sync steps ring them (see
-            :mod:`workers.step_bell`); None sends every sync step as a message.
+        timeout: seconds construction or a command may take before
+            :class:`WorkerTimeoutError`; None waits as long as the workers live.
+
+    The constructor waits until every worker has built its envs; their answers are kept
+    in ``first_answers`` (a probe's :class:`~workers.protocol.EnvDescription`).
     """
 
     def __init__(
@@ -122,12 +94,10 @@ class WorkerPool:
         shared_buffer: Any,
         daemon: bool,
         timeout: float | None,
-        bell: BellRinger | None = None,
     ) -> None:
         self.specs = specs
         self.timeout = timeout
-        self._bell = bell
-        self._ring_pending = False  # answers to the last ring may come as shared words
+        self.start_method = context.get_start_method()
         self.processes: list[Any] = []
         self.connections: list[Any] = []
         self._fds: list[int] = []
@@ -135,7 +105,7 @@ class WorkerPool:
         self._worker_of_fd: dict[int, int] = {}
         self._closed = False
         self.local: LocalWorker | None = None
-        fork = context.get_start_method() == "fork"
+        fork = self.start_method == "fork"
         remote_specs = [spec for spec in specs if not spec.in_parent]
         try:
             for spec in remote_specs:
@@ -156,8 +126,9 @@ class WorkerPool:
             if len(remote_specs) < len(specs):
                 # Built while the worker processes build theirs.
                 self.local = LocalWorker(specs[-1], shared_buffer)
-                self.local.answer = self.local.answer or protocol.frame(protocol.DONE)
-            self.collect(range(len(specs)), timeout=_START_TIMEOUT_S, phase="construct")
+            # Starting a process (and, the first time, the fork server) is not the envs' time.
+            self.collect(range(len(self.processes)), timeout=_START_TIMEOUT_S, phase="start")
+            self.first_answers = self.collect(range(len(specs)), phase="construct")
         except BaseException:
             self.close(timeout=1.0)
             raise
@@ -174,38 +145,13 @@ class WorkerPool:
             return
         try:
             protocol.write_message(self._fds[worker], message)
-        except (BrokenPipeError, OSError) as error:
+        except OSError as error:
             raise self._death_error(worker, "while sending a command") from error
 
     def send_all(self, message: bytes) -> None:
-        """Send ``message`` to every worker process, then carry it out in the parent's share.
-
-        The parent's share goes last: it is stepped here while the processes step theirs.
-        """
-        for worker, fd in enumerate(self._fds):
-            try:
-                protocol.write_message(fd, message)
-            except OSError as error:
-                raise self._death_error(worker, "while sending a command") from error
-        if self.local is not None:
-            self.local.send(message)
-
-    def step_all(self) -> None:
-        """Start a sync step of every env: ring the bells (or send ``STEP_ALL``), step ours.
-
-        Collect the answers with :meth:`collect`, as for any command.
-        """
-        if self._bell is None:
-            self.send_all(_STEP_ALL_MESSAGE)
-            return
-        self._ring_pending = True
-        for worker in self._bell.ring():  # the ones blocked on their pipe
-            try:
-                protocol.write_message(self._fds[worker], _BELL_MESSAGE)
-            except OSError as error:
-                raise self._death_error(worker, "while sending a command") from error
-        if self.local is not None:
-            self.local.send(_STEP_ALL_MESSAGE)
+        """Send ``message`` to every worker; the parent's share, last, is stepped here at once."""
+        for worker in range(len(self.specs)):
+            self.send(worker, message)
 
     def collect(
         self,
@@ -215,31 +161,26 @@ class WorkerPool:
         spin_seconds: float = 0.0,
         phase: str = "step",
     ) -> dict[int, Any]:
-        """Wait for one answer from each of ``workers``.
+        """Wait for one answer from each of ``workers`` (``timeout`` overrides the pool's).
 
         Returns:
             worker index -> payload (None for a bare "done", else the unpickled payload).
 
         Raises:
             WorkerError: a worker reported an exception or died.
-            WorkerTimeoutError: an answer took longer than the timeout.
+            WorkerTimeoutError: the answers took longer than the timeout.
         """
         pending = set(workers)
         replies: dict[int, Any] = {}
-        local = len(self.processes)
-        if local in pending and self.local is not None and self.local.answer is not None:
-            replies[local] = self.receive(local)  # answered synchronously: no need to poll
-            pending.discard(local)
-        limit = self.timeout if timeout is None else timeout
+        started = time.monotonic()
         while pending:
             # Answers that are already there cost one look, without the spin's bookkeeping:
             # the usual case once the parent has stepped its own share.
-            for worker in self._ready(pending, 0.0):
-                replies[worker] = self.receive(worker)
+            for worker in self._ready(pending, 0.0) or self.wait_any(
+                pending, timeout=timeout, started=started, spin_seconds=spin_seconds, phase=phase
+            ):
+                replies[worker] = self.receive(worker, phase)
                 pending.discard(worker)
-            if pending:
-                self.wait_any(pending, timeout=limit, spin_seconds=spin_seconds, phase=phase)
-        self._ring_pending = False
         return replies
 
     def wait_any(
@@ -247,83 +188,56 @@ class WorkerPool:
         workers: set[int],
         *,
         timeout: float | None = None,
+        started: float | None = None,
         spin_seconds: float = 0.0,
         phase: str = "step",
     ) -> list[int]:
-        """Block until at least one of ``workers`` has an answer; return those that do."""
+        """Block until at least one of ``workers`` has an answer; return those that do.
+
+        :class:`WorkerTimeoutError` once ``timeout`` (default: the pool's) seconds have
+        passed since ``started`` (a ``time.monotonic()`` value, default now).
+        """
+        limit = self.timeout if timeout is None else timeout
+        deadline = None if limit is None else (started or time.monotonic()) + limit
         if spin_seconds > 0:
-            deadline = time.perf_counter() + spin_seconds
-            while time.perf_counter() < deadline:
+            spin_end = time.perf_counter() + spin_seconds
+            while time.perf_counter() < spin_end:
                 ready = self._ready(workers, 0)
                 if ready:
                     return ready
                 os.sched_yield()
-        limit = self.timeout if timeout is None else timeout
-        started = time.monotonic()
-        # Blocked, the parent needs the workers' answers to a ring as pipe messages: raise
-        # the flag that tells them (workers.step_bell). The first wait is short, in case an
-        # answer was stored in its word as the flag went up.
-        bell = self._bell if self._ring_pending else None
-        sleeper = bell if bell is not None and not bell.parent_blocks else None
-        first_wait_s = None if sleeper is None else FIRST_SLEEP_MS / 1000.0
-        if sleeper is not None:
-            sleeper.set_parent_asleep(True)
-        try:
-            return self._block_until_ready(workers, limit, started, first_wait_s, phase)
-        finally:
-            if sleeper is not None:
-                sleeper.set_parent_asleep(False)
-
-    def _block_until_ready(
-        self,
-        workers: set[int],
-        limit: float | None,
-        started: float,
-        first_wait_s: float | None,
-        phase: str,
-    ) -> list[int]:
         while True:
-            wait_s = _LIVENESS_CHECK_S if first_wait_s is None else first_wait_s
-            first_wait_s = None
-            if limit is not None:
-                wait_s = min(wait_s, max(0.0, limit - (time.monotonic() - started)))
+            wait_s = _LIVENESS_CHECK_S
+            if deadline is not None:
+                wait_s = min(wait_s, max(0.0, deadline - time.monotonic()))
             ready = self._ready(workers, wait_s)
             if ready:
                 return ready
             for worker in workers:
                 if worker < len(self.processes) and not self.processes[worker].is_alive():
                     raise self._death_error(worker, f"during {phase}")
-            if limit is not None and time.monotonic() - started >= limit:
+            if deadline is not None and time.monotonic() >= deadline:
                 waiting = sorted(workers)
                 raise WorkerTimeoutError(
-                    f"workers {waiting} did not finish {phase} within {limit:g} s "
-                    "(a hung env?); raise step_timeout if the env is just slow",
+                    f"{', '.join(map(self._where, waiting))} did not finish {phase} within "
+                    f"{limit:g} s (a hung env?); raise the timeout if the env is just slow",
                     worker_index=waiting[0],
                 )
 
     def _ready(self, workers: set[int], timeout_s: float) -> list[int]:
-        """Those of ``workers`` with an answer: local, in a shared word, or in a pipe."""
+        """Those of ``workers`` with an answer, waiting up to ``timeout_s`` for one."""
         ready = []
         local = len(self.processes)
         if local in workers and self.local is not None and self.local.answer is not None:
             ready.append(local)
-        if self._ring_pending:
-            assert self._bell is not None
-            answered = self._bell.answered
-            ready += [worker for worker in workers if worker < local and answered(worker)]
-        events = self._poller.poll(0.0 if ready else timeout_s * 1000.0)
-        for fd, _ in events:
+        for fd, _ in self._poller.poll(0.0 if ready else timeout_s * 1000.0):
             worker = self._worker_of_fd[fd]
             if worker in workers and worker not in ready:
                 ready.append(worker)
         return ready
 
-    def receive(self, worker: int) -> Any:
+    def receive(self, worker: int, phase: str = "step") -> Any:
         """Read one answer from ``worker`` (which must have one); raise its failure."""
-        if self._ring_pending and worker < len(self.processes):
-            assert self._bell is not None
-            if self._bell.answered(worker):
-                return None  # a bare "done" through the shared word
         if worker == len(self.processes):
             assert self.local is not None
             tag, payload = self.local.take_answer()
@@ -331,26 +245,28 @@ class WorkerPool:
             try:
                 tag, payload = protocol.read_message(self._fds[worker])
             except (EOFError, OSError) as error:
-                raise self._death_error(worker, "before answering") from error
+                raise self._death_error(worker, f"during {phase}") from error
         if tag == protocol.DONE:
             return None
         if tag == protocol.DONE_WITH_PAYLOAD:
             return pickle.loads(payload)
         if tag == protocol.FAILED:
             raise self._failure_error(pickle.loads(payload))
-        raise WorkerError(
-            f"worker {worker} sent an unknown message tag {tag!r}", worker_index=worker
-        )
+        raise WorkerError(f"worker {worker} sent an unknown message tag {tag!r}")
 
     def _failure_error(self, failure: Failure) -> WorkerError:
-        in_parent = ", in the parent process" if failure.worker_index == len(self.processes) else ""
-        where = f"env {failure.env_index} (worker {failure.worker_index}{in_parent})"
-        if failure.env_index is None:
-            where = f"worker {failure.worker_index}"
-        return WorkerError(
+        env_index = 0 if self.specs[failure.worker_index].probe else failure.env_index
+        where = self._where(failure.worker_index, env_index)
+        original = None
+        if failure.exception_class is not None:
+            try:
+                original = pickle.loads(failure.exception_class)
+            except Exception:  # noqa: BLE001 - not importable here: WorkerError alone
+                pass
+        return worker_error_class(original)(
             f"{failure.exception_type} in {where} during {failure.phase}: {failure.message}",
             worker_index=failure.worker_index,
-            env_index=failure.env_index,
+            env_index=env_index,
             exception_type=failure.exception_type,
             remote_traceback=failure.traceback,
         )
@@ -362,36 +278,51 @@ class WorkerPool:
         how = "is unresponsive" if code is None else f"exited with code {code}"
         if code is not None and code < 0:
             how = f"was killed by signal {-code}"
+        hint = ""
+        if (
+            code == 1
+            and when in ("during start", "during construct")
+            and self.start_method != "fork"
+        ):
+            main = sys.modules.get("__main__")
+            if getattr(main, "__file__", None):
+                hint = _MAIN_GUARD_HINT.format(method=self.start_method)
+        spec = self.specs[worker]
         return WorkerError(
-            f"worker {worker} ({self._envs_of(worker)}) {how} {when}", worker_index=worker
+            f"{self._where(worker)} {how} {when}{hint}",
+            worker_index=worker,
+            env_index=spec.env_start if spec.num_envs == 1 else None,
         )
 
-    def _envs_of(self, worker: int) -> str:
-        """``"envs 4..7"`` (or ``"env 4"``): the global env indices ``worker`` hosts."""
-        start = self.specs[worker].env_start
-        if worker + 1 < len(self.specs):
-            stop = self.specs[worker + 1].env_start
-        else:  # the last share: count its env factories (an error path, so the cost is fine)
-            stop = start + len(pickle.loads(self.specs[worker].env_fns))
-        return f"env {start}" if stop - start == 1 else f"envs {start}..{stop - 1}"
+    def _where(self, worker: int, env_index: int | None = None) -> str:
+        """``env 3 (worker 1, in the parent process)``, ``worker 0 (envs 0-3)``..."""
+        spec = self.specs[worker]
+        name = "the probe worker" if spec.probe else f"worker {worker}"
+        name += ", in the parent process" if spec.in_parent else ""
+        if env_index is not None:
+            return f"env {env_index} ({name})"
+        last = spec.env_start + spec.num_envs - 1
+        envs = f"env {last}" if last == spec.env_start else f"envs {spec.env_start}-{last}"
+        return f"{name} ({envs})"
 
-    def close(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0, terminate: bool = False) -> None:
         """Ask workers to exit, then terminate and kill stragglers; reap every process.
 
-        Idempotent. ``timeout`` bounds the polite phase; terminate and kill follow.
+        Idempotent. ``timeout`` bounds the polite phase (skipped with ``terminate``).
         """
         if self._closed:
             return
         self._closed = True
-        for connection, process in zip(self.connections, self.processes, strict=False):
-            if process.is_alive():
-                try:
-                    protocol.write_message(connection.fileno(), protocol.frame(protocol.CLOSE))
-                except (OSError, ValueError):
-                    pass
-        deadline = time.monotonic() + timeout
-        for process in self.processes:
-            process.join(timeout=max(0.0, deadline - time.monotonic()))
+        if not terminate:
+            for connection, process in zip(self.connections, self.processes, strict=True):
+                if process.is_alive():
+                    try:
+                        protocol.write_message(connection.fileno(), protocol.frame(protocol.CLOSE))
+                    except (OSError, ValueError):
+                        pass
+            deadline = time.monotonic() + timeout
+            for process in self.processes:
+                process.join(timeout=max(0.0, deadline - time.monotonic()))
         for process in self.processes:
             if process.is_alive():
                 process.terminate()
