@@ -49,6 +49,12 @@ class TrainConfig:
     env: str = _field(
         "CartPole-v1", "Gymnasium env id, or 'module:EnvClass' / 'module:make_fn' for your own env"
     )
+    env_kwargs: dict[str, Any] = _field(
+        {},
+        "keyword arguments for the env, as JSON on the command line (e.g. '{\"mode\": 1}'): "
+        "to gym.make for an id, to the class or function for module:Name, to "
+        "vecpg.atari.make_env for ALE ids (its preprocessing options, the rest to gym.make)",
+    )
     algo: str = _field("ppo", "learning algorithm", choices=ALGORITHMS)
     seed: int = _field(1, "seed for torch, numpy, python and the envs (same seed, same run on CPU)")
     total_steps: int = _field(200_000, "env steps (summed over envs) to train for")
@@ -204,6 +210,17 @@ def _coerce(name: str, value: Any) -> Any:
             return None
         raise ConfigError(f"{name} cannot be empty")
     try:
+        if kind.startswith("dict"):
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    raise ConfigError(
+                        f"{name} must be a JSON object such as '{{\"key\": 1}}' (got {value!r})"
+                    ) from None
+            if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+                raise ValueError
+            return dict(value)
         if kind.startswith("list"):
             if isinstance(value, str):
                 value = [part for part in value.replace(",", " ").split() if part]

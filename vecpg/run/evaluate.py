@@ -45,7 +45,7 @@ from vecpg.normalization import ObservationNormalizer, normalized_space
 from vecpg.policies import ActorCritic
 from vecpg.run.checkpoint import Checkpoint, load_any
 from vecpg.run.config import FIELDS, TrainConfig, resolve_config
-from vecpg.run.env_factory import env_factory, make_vector_env
+from vecpg.run.env_factory import env_factory, is_atari_id, make_vector_env
 from vecpg.run.trainer import resolve_device
 
 #: Added to the training seed for the default evaluation seed (see the module docstring).
@@ -110,7 +110,7 @@ def load_policy(source: str | os.PathLike[str], *, device: str = "cpu") -> Loade
     checkpoint = load_any(path)
     config = _saved_config(checkpoint)
     torch_device = resolve_device(device)
-    factory, _ = env_factory(config.env)
+    factory, _ = env_factory(config.env, config.env_kwargs)
     try:
         probe = factory()
     except gym.error.Error as error:
@@ -288,14 +288,14 @@ class VideoResult:
         return "video: wrote " + ", ".join(str(path) for path in self.paths)
 
 
-def _make_render_env(spec: str) -> gym.Env | str:
+def _make_render_env(spec: str, env_kwargs: dict[str, Any]) -> gym.Env | str:
     """A single env rendering rgb_array, or the reason there cannot be one."""
-    factory, env_id = env_factory(spec)
+    kwargs = dict(env_kwargs)
+    if is_atari_id(spec):
+        kwargs["terminal_on_life_loss"] = False  # one video per game, not per life
+    factory, _ = env_factory(spec, kwargs)
     try:
-        if env_id is not None:
-            env = gym.make(env_id, render_mode="rgb_array")
-        else:
-            env = factory(render_mode="rgb_array")  # type: ignore[call-arg]
+        env = factory(render_mode="rgb_array")
     except TypeError:
         return f"env {spec!r} does not take render_mode='rgb_array'"
     except gym.error.Error as error:
@@ -321,7 +321,7 @@ def record_video(
     missing moviepy or an env that cannot render: returns a :class:`VideoResult` whose
     ``skipped`` says why, so the evaluation itself still runs.
     """
-    made = _make_render_env(loaded.config.env)
+    made = _make_render_env(loaded.config.env, loaded.config.env_kwargs)
     if isinstance(made, str):
         return VideoResult(skipped=made)
     # Checked before RecordVideo, which creates the folder before it looks for moviepy.

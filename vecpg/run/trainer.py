@@ -139,7 +139,7 @@ class Trainer:
         from vecpg.policies import ActorCritic
 
         config = self.config
-        self.observation_space, self.action_space = env_spaces(config.env)
+        self.observation_space, self.action_space = env_spaces(config.env, config.env_kwargs)
         self.observation_normalizer = None
         if config.normalize_observations:
             try:
