@@ -21,7 +21,8 @@ in every autoreset mode (tested). vecpg extensions beyond the Gymnasium API:
 * ``infos="episode"`` / ``"none"``: skip per-step info dicts (where peers lose most time);
   ``"episode"`` still reports finished episodes as ``infos["episode"]``.
 * ``episode_returns``, ``episode_lengths``, ``episode_ended``: ``[N]`` statistics of the
-  episodes that ended at the last step, in every infos mode.
+  episodes that ended at the last step, in every infos mode (an env with Gymnasium's
+  ``RecordEpisodeStatistics`` reports its own, see :mod:`workers.episode_statistics`).
 * ``final_observations`` and ``has_final_observation``: in SAME_STEP mode, the last
   observation of each env whose episode just ended (to bootstrap truncations from).
 * EnvPool-style async stepping: ``send(actions, env_ids)`` / ``recv()``.
