@@ -7,9 +7,10 @@ import sys
 import numpy as np
 import pytest
 
+from vecpg.atari import is_atari_id
 from vecpg.errors import ConfigError
 from vecpg.run.config import resolve_config
-from vecpg.run.env_factory import env_factory, env_spaces, is_atari_id, make_vector_env
+from vecpg.run.env_factory import env_factory, env_spaces, make_vector_env
 
 REGISTERING_SPEC = "tests.fixture_registry:VecpgFixture/Scaled-v0"
 

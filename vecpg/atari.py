@@ -49,6 +49,17 @@ from vecpg.errors import ConfigError
 ATARI_EXTRA_HINT = "install the atari extra: pip install 'vecpg[atari]'"
 
 
+def is_atari_id(spec: str) -> bool:
+    """Whether ``spec`` names an Arcade Learning Environment game (``ALE/Pong-v5``, with or
+    without the ``ale_py:`` prefix); those get :func:`make_env`'s preprocessing.
+
+    Example:
+        >>> is_atari_id("ALE/Pong-v5"), is_atari_id("ale_py:ALE/Pong-v5"), is_atari_id("Pong")
+        (True, True, False)
+    """
+    return spec.removeprefix("ale_py:").startswith("ALE/")
+
+
 def require_ale() -> None:
     """Import ale-py and register its ``ALE/`` ids, or raise a ConfigError naming the extra."""
     try:
@@ -174,4 +185,12 @@ def make_env(
     return env
 
 
-__all__ = ["ATARI_EXTRA_HINT", "EpisodicLife", "FireOnReset", "make_env", "needs_fire"]
+__all__ = [
+    "ATARI_EXTRA_HINT",
+    "EpisodicLife",
+    "FireOnReset",
+    "is_atari_id",
+    "make_env",
+    "needs_fire",
+    "require_ale",
+]

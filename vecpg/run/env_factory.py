@@ -17,15 +17,10 @@ from typing import Any
 
 import gymnasium as gym
 
+from vecpg.atari import is_atari_id
 from vecpg.errors import ConfigError
 from vecpg.run.config import TrainConfig
 from vecpg.vector.gymnasium_adapter import GymnasiumVectorAdapter, needs_adapter
-
-
-def is_atari_id(spec: str) -> bool:
-    """Whether ``spec`` names an Arcade Learning Environment game (``ALE/Pong-v5``, with or
-    without the ``ale_py:`` prefix); those get :func:`vecpg.atari.make_env`'s preprocessing."""
-    return spec.removeprefix("ale_py:").startswith("ALE/")
 
 
 def env_factory(

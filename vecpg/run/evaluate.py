@@ -39,13 +39,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from vecpg.atari import is_atari_id
 from vecpg.buffer import map_structure
 from vecpg.errors import CheckpointError, ConfigError
 from vecpg.normalization import ObservationNormalizer, normalized_space
 from vecpg.policies import ActorCritic
 from vecpg.run.checkpoint import Checkpoint, load_any
 from vecpg.run.config import FIELDS, TrainConfig, resolve_config
-from vecpg.run.env_factory import env_factory, is_atari_id, make_vector_env
+from vecpg.run.env_factory import env_factory, make_vector_env
 from vecpg.run.trainer import resolve_device
 
 #: Added to the training seed for the default evaluation seed (see the module docstring).
