@@ -86,8 +86,9 @@ class TrainConfig:
     )
     vector: str = _field(
         "subproc",
-        "vector env: subproc (vecpg's shared-memory workers) or sync (in-process)",
-        choices=("subproc", "sync"),
+        "vector env: subproc (vecpg's shared-memory workers), sync (in-process) or native "
+        "(the env family's own C++ vector env: ale_py.AtariVectorEnv for ALE ids)",
+        choices=("subproc", "sync", "native"),
     )
     overlap_inference: bool = _field(
         False,
@@ -390,6 +391,11 @@ def validate(config: TrainConfig) -> None:
     _check(
         c.num_workers is None or 1 <= c.num_workers <= c.num_envs,
         f"num_workers must be between 1 and num_envs={c.num_envs} (got {c.num_workers})",
+    )
+    _check(
+        c.vector != "native" or family_of(c.env) == "atari",
+        f"vector native needs an env family with its own vector env (Atari: ALE/<Game>-v5), "
+        f"not {c.env!r}; use vector subproc or sync",
     )
     _check(c.num_steps >= 1, f"num_steps must be >= 1 (got {c.num_steps})")
     _check(c.num_samplers >= 1, f"num_samplers must be >= 1 (got {c.num_samplers})")

@@ -112,5 +112,9 @@ def make_vector_env(config: TrainConfig) -> gym.vector.VectorEnv:
         if env_id is not None:
             return make_vec(env_id, config.num_envs, env_kwargs=config.env_kwargs, **options)
         return SubprocVectorEnv([factory] * config.num_envs, **options)
+    if config.vector == "native":
+        from vecpg.vector.native import make_native_vector_env
+
+        return make_native_vector_env(config.env, config.num_envs, config.env_kwargs)
     env = gym.vector.SyncVectorEnv([factory] * config.num_envs, autoreset_mode=same_step)
     return GymnasiumVectorAdapter(env) if needs_adapter(env) else env

@@ -237,14 +237,14 @@ def run_episodes(
         seed: env ``i`` is reset with ``seed + i``; also seeds action sampling.
         num_envs: parallel envs E (capped at N).
         deterministic: the distribution's mode (argmax / mean) instead of a sample.
-        vector: ``subproc`` or ``sync``; default the run's.
+        vector: ``subproc``, ``sync`` or ``native``; default the run's.
     """
     if num_episodes < 1:
         raise ConfigError(f"episodes must be >= 1 (got {num_episodes})")
     if num_envs < 1:
         raise ConfigError(f"num_envs must be >= 1 (got {num_envs})")
-    if vector not in (None, "subproc", "sync"):
-        raise ConfigError(f"vector must be subproc or sync (got {vector!r})")
+    if vector not in (None, "subproc", "sync", "native"):
+        raise ConfigError(f"vector must be subproc, sync or native (got {vector!r})")
     num_envs = min(num_envs, num_episodes)
     config = dataclasses.replace(
         loaded.config, num_envs=num_envs, num_workers=None, vector=vector or loaded.config.vector
@@ -416,7 +416,7 @@ def evaluate(
         num_envs: parallel envs (capped at N).
         device: torch device for the policy.
         stochastic: also evaluate the sampling policy, on the same env seeds.
-        vector: ``subproc`` or ``sync`` (default: the run's).
+        vector: ``subproc``, ``sync`` or ``native`` (default: the run's).
         video_dir: record ``video_episodes`` deterministic episodes there (skipped with a
             reason when moviepy or rgb_array rendering is missing).
         on_loaded: called with the loaded policy before any episode runs (the CLI uses it
