@@ -85,25 +85,6 @@ def test_native_is_refused_for_envs_without_one_and_for_options_it_lacks():
         make_native_vector_env("ALE/Pong-v5", 2, {"mode": 1})
 
 
-def test_a_short_training_run_on_the_native_backend(tmp_path):
-    from vecpg.run.trainer import Trainer
-
-    config = resolve_config(
-        cli_values={
-            "env": "ALE/Pong-v5",
-            "vector": "native",
-            "num_envs": 2,
-            "num_steps": 8,
-            "num_minibatches": 1,
-            "num_epochs": 1,
-            "total_steps": 32,
-            "torch_threads": 1,
-        }
-    )
-    summary = Trainer(config, tmp_path).train()
-    assert summary["global_step"] == 32
-
-
 class ScriptedAtari(gym.vector.VectorEnv):
     """One env replaying (reward, terminated, truncated, lives after the step) rows."""
 
