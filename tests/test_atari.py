@@ -76,6 +76,18 @@ def test_fire_on_reset_launches_the_ball():
         env.close()
 
 
+def test_fire_after_lost_lives_without_life_loss_episodes():
+    # A policy that never fires still finishes the game: FIRE follows every lost life.
+    env = make_env(BREAKOUT, terminal_on_life_loss=False, noop_max=0)
+    env.reset(seed=0)
+    for _ in range(2_000):
+        *_, terminated, truncated, info = env.step(0)
+        if terminated or truncated:
+            break
+    assert terminated and "episode" in info and env.unwrapped.ale.lives() == 0
+    env.close()
+
+
 def test_life_loss_ends_training_episodes_but_the_score_is_the_whole_game():
     env = make_env(BREAKOUT, clip_rewards=False)
     rewards, terminations, info = play(env, seed=1)

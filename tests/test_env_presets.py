@@ -36,6 +36,7 @@ def test_atari_ids_get_cleanrl_ppo_and_a_shared_cnn(env):
     for name, value in CLEANRL_PPO_ATARI.items():
         assert getattr(config, name) == value, name
     assert config.shared_trunk and config.hidden_sizes == []
+    assert config.vector == "native"
 
 
 def test_atari_a2c_gets_the_rl_zoo_settings():
@@ -66,7 +67,8 @@ def test_other_envs_keep_the_algorithm_defaults():
 
 
 def test_a_preset_can_be_forced_and_unknown_ones_are_one_line_errors():
-    assert resolve_config(cli_values={"env": "CartPole-v1", "preset": "atari"}).num_steps == 128
+    forced = resolve_config(cli_values={"env": "CartPole-v1", "preset": "atari", "vector": "sync"})
+    assert forced.preset == "atari" and forced.num_steps == 128
     with pytest.raises(ConfigError, match="preset must be one of auto, none, atari"):
         resolve_config(cli_values={"preset": "mujoco"})
 

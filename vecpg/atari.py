@@ -24,8 +24,9 @@ innermost first, and why each step is there:
    ``AtariPreprocessing(terminal_on_life_loss=True)`` would restart the whole game at
    every lost life instead, so it is not used for this.
 5. :class:`FireOnReset`: games whose second action is FIRE and that wait for it (Breakout)
-   get FIRE after every reset, also after a lost life, so a policy that has not yet
-   learned to fire does not stall until the time limit.
+   get FIRE after every reset and after every lost life, so a policy that has not yet
+   learned to fire (or a deterministic one that never does) does not stall until the
+   time limit.
 6. ``TransformReward(sign)`` (``clip_rewards=True``): rewards -1, 0 or +1 for learning,
    so one learning rate fits every game; the raw score is still reported (step 3).
 7. Gymnasium's ``FrameStackObservation`` (``frame_stack=4``): observations
@@ -104,7 +105,12 @@ class EpisodicLife(gym.Wrapper):
 
 
 class FireOnReset(gym.Wrapper):
-    """Press FIRE (then action 2, as SB3's ``FireResetEnv``) after every reset."""
+    """Press FIRE (then action 2, as SB3's ``FireResetEnv``) after every reset, and FIRE
+    after a lost life that does not end the episode (without :class:`EpisodicLife`)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.lives = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
         self.env.reset(seed=seed, options=options)
@@ -112,7 +118,17 @@ class FireOnReset(gym.Wrapper):
             observation, _, terminated, truncated, info = self.env.step(action)
             if terminated or truncated:
                 observation, info = self.env.reset(seed=seed, options=options)
+        self.lives = self.env.unwrapped.ale.lives()  # type: ignore[attr-defined]
         return observation, info
+
+    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        lives = self.env.unwrapped.ale.lives()  # type: ignore[attr-defined]
+        if lives < self.lives and not (terminated or truncated):
+            observation, fire_reward, terminated, truncated, info = self.env.step(1)
+            reward = float(reward) + float(fire_reward)
+        self.lives = lives
+        return observation, reward, terminated, truncated, info
 
 
 def sign(reward: SupportsFloat) -> float:

@@ -11,7 +11,12 @@ Atari (``ALE/<Game>-v5``, preprocessed by :mod:`vecpg.atari`):
 
 - every algorithm: one NatureCNN shared by actor and critic, then linear heads
   (``shared_trunk``, no hidden layers), as CleanRL and SB3's ``CnnPolicy``;
-  ``torch_threads=0`` (all cores: a CNN update is worth the threads, unlike an MLP's);
+  ``torch_threads=0``: all cores, since sampling and the update take turns, the update
+  has every core to itself, and a CNN update (unlike a small MLP's) scales with threads;
+  ``vector="native"``: ALE's own C++ vector env steps games on threads without
+  inter-process hand-offs, the fastest backend measured for Pong x16 (see
+  ``benchmarks/ATARI.md``); ``--vector subproc`` runs :func:`vecpg.atari.make_env` in
+  vecpg's workers instead (FIRE after every lost life, custom wrappers);
 - PPO: CleanRL's ``ppo_atari.py`` (8 envs x 128 steps, 4 minibatches, 4 epochs, lr 2.5e-4
   annealed, clip 0.1 with a clipped value loss, entropy 0.01, value 0.5, gamma 0.99,
   lambda 0.95, gradient norm 0.5, 10M steps);
@@ -35,13 +40,18 @@ from typing import Any
 from vecpg.atari import is_atari_id
 from vecpg.errors import ConfigError
 
-_CNN_POLICY: dict[str, Any] = {"shared_trunk": True, "hidden_sizes": [], "torch_threads": 0}
+_ATARI_RUN: dict[str, Any] = {
+    "vector": "native",
+    "shared_trunk": True,
+    "hidden_sizes": [],
+    "torch_threads": 0,
+}
 
 #: family -> {"all": values for every algorithm, algo: values for that algorithm}
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "none": {},
     "atari": {
-        "all": _CNN_POLICY,
+        "all": _ATARI_RUN,
         "ppo": {
             "total_steps": 10_000_000,
             "num_envs": 8,
