@@ -149,7 +149,7 @@ def run(
     seconds: float,
     warmup_seconds: float,
     seed: int,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = functools.partial(print, flush=True),
 ) -> dict[str, Any]:
     """Measure every (game, num_envs, backend) point; the JSON-able report."""
     points: list[dict[str, Any]] = []
@@ -160,16 +160,16 @@ def run(
             for round_index in range(rounds):
                 shift = round_index % len(available)
                 for name in available[shift:] + available[:shift]:
-                    rates[name].append(
-                        run_once(
-                            name,
-                            game,
-                            count,
-                            seconds=seconds,
-                            warmup_seconds=warmup_seconds,
-                            seed=seed + round_index,
-                        )
+                    rate = run_once(
+                        name,
+                        game,
+                        count,
+                        seconds=seconds,
+                        warmup_seconds=warmup_seconds,
+                        seed=seed + round_index,
                     )
+                    rates[name].append(rate)
+                    log(f"  {game} x{count} round {round_index + 1}: {name} {rate:,.0f}")
             medians = {name: statistics.median(values) for name, values in rates.items()}
             for name in backends:
                 point: dict[str, Any] = {"game": game, "num_envs": count, "backend": name}
