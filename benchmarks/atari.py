@@ -149,9 +149,10 @@ def run(
     seconds: float,
     warmup_seconds: float,
     seed: int,
-    log: Callable[[str], None] = functools.partial(print, flush=True),
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Measure every (game, num_envs, backend) point; the JSON-able report."""
+    log = log or functools.partial(print, flush=True)
     points: list[dict[str, Any]] = []
     for game in games:
         for count in num_envs:
