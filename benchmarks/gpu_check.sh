@@ -45,6 +45,7 @@ print(
     f"peak GPU memory {max(float(row.get('gpu_memory_mib') or 0) for row in rows):,.0f} MiB"
 )
 print("score curve (mean game score of the last 20 games):")
-for row in rows[:: max(1, len(rows) // 15)] + [last]:
+curve = rows[:: max(1, len(rows) // 15)]
+for row in curve + ([last] if curve[-1] is not last else []):
     print(f"  step {int(row['global_step']):>10,}  score {row['episode_return_mean']}")
 PY
