@@ -26,6 +26,7 @@ from vecpg.errors import ConfigError, VecpgError, WorkerError  # noqa: E402
 from vecpg.policies import ActorCritic  # noqa: E402
 from vecpg.run.config import resolve_config  # noqa: E402
 from vecpg.run.env_factory import env_spaces, make_vector_env  # noqa: E402
+from vecpg.run.metrics import WALL_CLOCK_COLUMNS  # noqa: E402
 from vecpg.run.trainer import Trainer  # noqa: E402
 from vecpg.sampler import Sampler  # noqa: E402
 
@@ -220,7 +221,7 @@ class TestLocalRay:
         assert len(rows["local"]) == len(rows["ray"]) == 3
         for local_row, ray_row in zip(rows["local"], rows["ray"], strict=True):
             for key, value in local_row.items():
-                if key in ("time_s", "sps"):
+                if key in WALL_CLOCK_COLUMNS:
                     continue
                 # Integer counters exactly; float metrics to float32 rounding (see _assert_same).
                 assert ray_row[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key
@@ -247,7 +248,7 @@ class TestLocalRay:
             assert trainers[backend].train()["updates"] == 3
         for local_row, ray_row in zip(rows["local"], rows["ray"], strict=True):
             for key, value in local_row.items():
-                if key not in ("time_s", "sps"):
+                if key not in WALL_CLOCK_COLUMNS:
                     assert ray_row[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), (
                         key
                     )

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from vecpg.commands.cli import main
+from vecpg.run.metrics import WALL_CLOCK_COLUMNS
 
 TINY = ["--vector", "sync", "--num-envs", "2", "--num-steps", "16", "--total-steps", "96"]
 
@@ -133,7 +134,7 @@ def test_same_seed_gives_the_same_metrics(algo, tmp_path):
         argv = ["train", *TINY, "--algo", algo, "--seed", str(seed), "--num-steps", "24"]
         assert main([*argv, "--run-dir", str(tmp_path / name)]) == 0
         rows = read_rows(tmp_path / name / "metrics.csv")
-        return [{k: v for k, v in row.items() if k not in ("time_s", "sps")} for row in rows]
+        return [{k: v for k, v in row.items() if k not in WALL_CLOCK_COLUMNS} for row in rows]
 
     first, second, other = run(3, "a"), run(3, "b"), run(4, "c")
     assert first == second
@@ -147,7 +148,7 @@ def test_subprocess_and_in_process_vector_envs_train_identically(tmp_path):
         argv = ["train", *TINY, "--vector", vector, "--num-steps", "40", "--num-workers", "2"]
         assert main([*argv, "--total-steps", "160", "--run-dir", str(tmp_path / vector)]) == 0
         rows = read_rows(tmp_path / vector / "metrics.csv")
-        return [{k: v for k, v in row.items() if k not in ("time_s", "sps")} for row in rows]
+        return [{k: v for k, v in row.items() if k not in WALL_CLOCK_COLUMNS} for row in rows]
 
     subproc, sync = run("subproc"), run("sync")
     assert subproc == sync

@@ -26,6 +26,7 @@ import numpy as np
 import psutil
 
 from workers import protocol
+from workers.episode_statistics import episode_from_info, reports_own_statistics
 from workers.protocol import EnvDescription, Failure, InfoEntry, Reply, WorkerSpec
 from workers.shared_layout import Layout, read_row, split_first_axis, write_row
 
@@ -72,6 +73,8 @@ class EnvRunner:
         self.needs_reset: list[bool] = []
         self.running_returns: list[float] = []
         self.running_lengths: list[int] = []
+        # Per env: statistics come from info["episode"] (see workers.episode_statistics).
+        self.own_statistics: list[bool] = []
         self.observation_array: np.ndarray | None = None
         self._select_observation_target()
         self.same_step = spec.autoreset_mode == "SameStep"
@@ -96,6 +99,7 @@ class EnvRunner:
         self.last_observations.append(None)
         self.running_returns.append(0.0)
         self.running_lengths.append(0)
+        self.own_statistics.append(reports_own_statistics(env))
         self.current_env = None
 
     def _select_observation_target(self) -> None:
@@ -138,8 +142,10 @@ class EnvRunner:
         rewards: list[float] = []
         terminations: list[bool] = []
         truncations: list[bool] = []
-        episode_ended: list[bool] = []
+        episode_ended: list[bool] = []  # statistics reported (the game ended)
+        resets: list[bool] = []  # the env resets (a training episode ended)
         needs_reset = self.needs_reset
+        own_statistics = self.own_statistics
         last_observations = self.last_observations
         running_returns, running_lengths = self.running_returns, self.running_lengths
         next_step, same_step, full_infos = self.next_step, self.same_step, self.full_infos
@@ -171,13 +177,21 @@ class EnvRunner:
             rewards.append(reward)
             terminations.append(terminated)
             truncations.append(truncated)
-            episode_ended.append(ended)
             needs_reset[local] = ended
+            reported = ended
             if ended:
-                self.episode_returns[index] = running_returns[local]
-                self.episode_lengths[index] = running_lengths[local]
+                if own_statistics[local]:
+                    statistics = episode_from_info(info)
+                    reported = statistics is not None
+                    if statistics is not None:
+                        self.episode_returns[index], self.episode_lengths[index] = statistics
+                else:
+                    self.episode_returns[index] = running_returns[local]
+                    self.episode_lengths[index] = running_lengths[local]
                 running_returns[local] = 0.0
                 running_lengths[local] = 0
+            episode_ended.append(reported)
+            resets.append(ended)
             if same_step:
                 if ended:
                     observation, info = self._autoreset_same_step(
@@ -212,7 +226,7 @@ class EnvRunner:
                 raise
             self.episode_ended[where] = episode_ended
             if same_step:
-                self.has_final[where] = episode_ended
+                self.has_final[where] = resets
         if reply.infos or reply.observations:
             return reply
         return None

@@ -54,8 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vector",
         default=None,
-        choices=("subproc", "sync"),
-        help="vector env: subproc (vecpg's worker processes) or sync (in-process); "
+        choices=("subproc", "sync", "native"),
+        help="vector env: subproc (vecpg's worker processes), sync (in-process) or native "
+        "(the env family's C++ vector env); "
         "default: the run's",
     )
     parser.add_argument(

@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if "bool" in kind:
             options["action"] = argparse.BooleanOptionalAction
         elif kind.startswith("list"):
-            options.update(nargs="+", type=int, metavar="SIZE")
+            options.update(nargs="*", type=int, metavar="SIZE")
         elif "int" in kind:
             options.update(type=int, metavar="N")
         elif "float" in kind:

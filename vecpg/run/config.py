@@ -5,7 +5,8 @@ metadata; ``vecpg train`` builds one command-line option per field from that met
 the CLI, config files and the library share one source of truth.
 
 Precedence when resolving a configuration (lowest first): the field default, the
-algorithm's defaults (:data:`ALGO_DEFAULTS`), the config file, the command line.
+algorithm's defaults (:data:`ALGO_DEFAULTS`), the env family's preset
+(:mod:`vecpg.run.env_presets`), the config file, the command line.
 
 Example:
     >>> config = resolve_config(cli_values={"algo": "a2c", "seed": 3})
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vecpg.errors import ConfigError
+from vecpg.run.env_presets import PRESET_CHOICES, family_of, preset_values
 
 ALGORITHMS = ("ppo", "a2c", "reinforce")
 SEED_MAX = 2**32 - 1  # np.random.seed takes 32-bit seeds
@@ -49,7 +51,20 @@ class TrainConfig:
     env: str = _field(
         "CartPole-v1", "Gymnasium env id, or 'module:EnvClass' / 'module:make_fn' for your own env"
     )
+    env_kwargs: dict[str, Any] = _field(
+        {},
+        "keyword arguments for the env, as JSON on the command line (e.g. '{\"mode\": 1}'): "
+        "to gym.make for an id, to the class or function for module:Name, to "
+        "vecpg.atari.make_env for ALE ids (its preprocessing options, the rest to gym.make)",
+    )
     algo: str = _field("ppo", "learning algorithm", choices=ALGORITHMS)
+    preset: str = _field(
+        "auto",
+        "env-family defaults between the algorithm's and your options: auto picks by env id "
+        "(atari for ALE ids: CleanRL's ppo_atari, rl-zoo's A2C, a shared NatureCNN), none "
+        "keeps the algorithm's; config.yaml records the one applied (see vecpg.run.env_presets)",
+        choices=PRESET_CHOICES,
+    )
     seed: int = _field(1, "seed for torch, numpy, python and the envs (same seed, same run on CPU)")
     total_steps: int = _field(200_000, "env steps (summed over envs) to train for")
     stop_at_return: float | None = _field(
@@ -76,8 +91,9 @@ class TrainConfig:
     )
     vector: str = _field(
         "subproc",
-        "vector env: subproc (vecpg's shared-memory workers) or sync (in-process)",
-        choices=("subproc", "sync"),
+        "vector env: subproc (vecpg's shared-memory workers), sync (in-process) or native "
+        "(the env family's own C++ vector env: ale_py.AtariVectorEnv for ALE ids)",
+        choices=("subproc", "sync", "native"),
     )
     overlap_inference: bool = _field(
         False,
@@ -139,7 +155,11 @@ class TrainConfig:
     vf_coef: float = _field(0.5, "value loss coefficient")
     use_baseline: bool = _field(True, "REINFORCE: subtract a learned value baseline")
     # --- policy ---
-    hidden_sizes: list[int] = _field([64, 64], "hidden layer sizes of actor and critic")
+    hidden_sizes: list[int] = _field(
+        [64, 64],
+        "hidden layer sizes of actor and critic after the observation encoder (none: the "
+        "encoder's features go straight to the linear heads, as for Atari's NatureCNN)",
+    )
     activation: str = _field("tanh", "hidden activation", choices=("tanh", "relu"))
     shared_trunk: bool = _field(False, "share one trunk between actor and critic")
     squash: bool = _field(False, "Box actions: tanh-squashed Gaussian instead of clipped Gaussian")
@@ -209,6 +229,17 @@ def _coerce(name: str, value: Any) -> Any:
             return None
         raise ConfigError(f"{name} cannot be empty")
     try:
+        if kind.startswith("dict"):
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    raise ConfigError(
+                        f"{name} must be a JSON object such as '{{\"key\": 1}}' (got {value!r})"
+                    ) from None
+            if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
+                raise ValueError
+            return dict(value)
         if kind.startswith("list"):
             if isinstance(value, str):
                 value = [part for part in value.replace(",", " ").split() if part]
@@ -318,8 +349,15 @@ def resolve_config(
     if algo not in ALGORITHMS:
         raise ConfigError(f"algo must be one of {', '.join(ALGORITHMS)} (got {algo!r})")
     values: dict[str, Any] = dict(ALGO_DEFAULTS[algo])
+    preset = cli_values.get("preset", file_values.get("preset", TrainConfig.preset))
+    if preset == "auto":
+        preset = family_of(str(cli_values.get("env", file_values.get("env", TrainConfig.env))))
+    values.update(preset_values(preset, algo))
+    values["preset"] = preset
     for source in (file_values, cli_values):
-        values.update({name: _coerce(name, value) for name, value in source.items()})
+        values.update(
+            {name: _coerce(name, value) for name, value in source.items() if name != "preset"}
+        )
     config = TrainConfig(**values)
     validate(config)
     return config
@@ -362,6 +400,11 @@ def validate(config: TrainConfig) -> None:
     _check(
         c.step_timeout is None or c.step_timeout > 0,
         f"step_timeout must be > 0 seconds (got {c.step_timeout})",
+    )
+    _check(
+        c.vector != "native" or family_of(c.env) == "atari",
+        f"vector native needs an env family with its own vector env (Atari: ALE/<Game>-v5), "
+        f"not {c.env!r}; use vector subproc or sync",
     )
     _check(c.num_steps >= 1, f"num_steps must be >= 1 (got {c.num_steps})")
     _check(c.num_samplers >= 1, f"num_samplers must be >= 1 (got {c.num_samplers})")
@@ -410,8 +453,8 @@ def validate(config: TrainConfig) -> None:
     _check(c.vf_coef >= 0, f"vf_coef must be >= 0 (got {c.vf_coef})")
     _check(c.torch_threads >= 0, f"torch_threads must be >= 0 (got {c.torch_threads})")
     _check(
-        len(c.hidden_sizes) >= 1 and all(size >= 1 for size in c.hidden_sizes),
-        f"hidden_sizes must be one or more positive ints (got {c.hidden_sizes})",
+        all(size >= 1 for size in c.hidden_sizes),
+        f"hidden_sizes must be positive ints (got {c.hidden_sizes})",
     )
     valid_advantages = {"ppo": ("gae",), "a2c": ("gae", "nstep"), "reinforce": ("mc",)}[c.algo]
     _check(

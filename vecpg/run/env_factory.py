@@ -1,8 +1,10 @@
 """From an env spec to envs: one env to read the spaces, and the vector env a run steps.
 
 ``spec`` is what ``--env`` takes: a registered Gymnasium id (``CartPole-v1``),
-``module:EnvClass`` or ``module:make_fn`` (any callable returning a ``gymnasium.Env``), or
-``module:Env-v0`` for an id that importing ``module`` registers. The trainer, the Ray
+``module:EnvClass`` or ``module:make_fn`` (any callable returning a ``gymnasium.Env``),
+``module:Env-v0`` for an id that importing ``module`` registers, or an Atari id
+(``ALE/Pong-v5``, preprocessed by :mod:`vecpg.atari`); ``--env-kwargs`` reach the
+constructor. The trainer, the Ray
 samplers and ``vecpg eval`` all build their envs here, so an id means the same everywhere.
 """
 
@@ -10,25 +12,40 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
 
+from vecpg.atari import is_atari_id
 from vecpg.errors import ConfigError
 from vecpg.run.config import TrainConfig
 from vecpg.vector.gymnasium_adapter import GymnasiumVectorAdapter, needs_adapter
 
 
-def env_factory(spec: str) -> tuple[Callable[[], gym.Env], str | None]:
-    """A zero-argument env constructor for ``spec``, and the Gymnasium id if it is one.
+def env_factory(
+    spec: str, env_kwargs: dict[str, Any] | None = None
+) -> tuple[Callable[..., gym.Env], str | None]:
+    """A picklable env constructor for ``spec``, and the Gymnasium id if it is one.
 
     ``spec`` is a registered Gymnasium id (``CartPole-v1``), ``module:EnvClass`` or
-    ``module:make_fn`` (any callable returning a ``gymnasium.Env``), or ``module:Env-v0``
-    for an id that importing ``module`` registers.
+    ``module:make_fn`` (any callable returning a ``gymnasium.Env``), ``module:Env-v0`` for
+    an id that importing ``module`` registers (Gymnasium's own syntax: ``gym.make`` imports
+    the module, so worker processes register the id too), or an Atari id ``ALE/<Game>-v5``,
+    built by :func:`vecpg.atari.make_env`. ``env_kwargs`` go to ``gym.make`` (to the class
+    or function for ``module:`` specs, to :func:`vecpg.atari.make_env` for Atari ids).
+    The constructor takes further keyword arguments (``render_mode``) the same way.
 
     Raises:
-        ConfigError: unknown id, unimportable module or missing attribute (one line).
+        ConfigError: unknown id, unimportable module, missing attribute or missing
+            optional extra (one line).
     """
+    kwargs = dict(env_kwargs or {})
+    if is_atari_id(spec):
+        from vecpg import atari
+
+        atari.require_ale()
+        return partial(atari.make_env, spec.removeprefix("ale_py:"), **kwargs), None
     if ":" in spec:
         module_name, attribute = spec.split(":", 1)
         try:
@@ -39,9 +56,9 @@ def env_factory(spec: str) -> tuple[Callable[[], gym.Env], str | None]:
             ) from None
         target = getattr(module, attribute, None)
         if callable(target):
-            return target, None
+            return partial(target, **kwargs), None
         if attribute in gym.envs.registry:
-            return (lambda: gym.make(attribute)), attribute
+            return partial(gym.make, spec, **kwargs), spec
         raise ConfigError(
             f"env {spec!r}: module {module_name!r} has no env class or function {attribute!r}"
         )
@@ -54,19 +71,19 @@ def env_factory(spec: str) -> tuple[Callable[[], gym.Env], str | None]:
             f"unknown env id {spec!r}: not in Gymnasium's registry (use a registered id or "
             f"module:EnvClass){hint}"
         )
-    return (lambda: gym.make(spec)), spec
+    return partial(gym.make, spec, **kwargs), spec
 
 
-def env_spaces(spec: str) -> tuple[gym.Space, gym.Space]:
+def env_spaces(spec: str, env_kwargs: dict[str, Any] | None = None) -> tuple[gym.Space, gym.Space]:
     """One env's (observation_space, action_space), from an env built and closed here.
 
     Building one env in this process turns a broken env into a one-line ConfigError before
     any worker starts, and gives the spaces the policy is built for.
     """
-    factory, _ = env_factory(spec)
+    factory, _ = env_factory(spec, env_kwargs)
     try:
         probe = factory()
-    except gym.error.Error as error:
+    except (gym.error.Error, TypeError) as error:
         raise ConfigError(f"env {spec!r} cannot be created: {error}") from None
     if not isinstance(probe, gym.Env):
         raise ConfigError(f"env {spec!r} did not produce a gymnasium.Env (got {probe!r})")
@@ -78,7 +95,7 @@ def env_spaces(spec: str) -> tuple[gym.Space, gym.Space]:
 
 def make_vector_env(config: TrainConfig) -> gym.vector.VectorEnv:
     """The SAME_STEP-autoreset vector env of ``config`` with vecpg's fast-path attributes."""
-    factory, env_id = env_factory(config.env)
+    factory, env_id = env_factory(config.env, config.env_kwargs)
     same_step = gym.vector.AutoresetMode.SAME_STEP
     if config.vector == "subproc":
         from vecpg.vector.env import SubprocVectorEnv, make_vec
@@ -94,7 +111,11 @@ def make_vector_env(config: TrainConfig) -> gym.vector.VectorEnv:
             options["parent_share"] = False
             options["batch_size"] = config.num_envs // options["num_workers"]
         if env_id is not None:
-            return make_vec(env_id, config.num_envs, **options)
+            return make_vec(env_id, config.num_envs, env_kwargs=config.env_kwargs, **options)
         return SubprocVectorEnv([factory] * config.num_envs, **options)
+    if config.vector == "native":
+        from vecpg.vector.native import make_native_vector_env
+
+        return make_native_vector_env(config.env, config.num_envs, config.env_kwargs)
     env = gym.vector.SyncVectorEnv([factory] * config.num_envs, autoreset_mode=same_step)
     return GymnasiumVectorAdapter(env) if needs_adapter(env) else env

@@ -39,6 +39,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from vecpg.atari import is_atari_id
 from vecpg.buffer import map_structure
 from vecpg.errors import CheckpointError, ConfigError
 from vecpg.normalization import ObservationNormalizer, normalized_space
@@ -110,7 +111,7 @@ def load_policy(source: str | os.PathLike[str], *, device: str = "cpu") -> Loade
     checkpoint = load_any(path)
     config = _saved_config(checkpoint)
     torch_device = resolve_device(device)
-    factory, _ = env_factory(config.env)
+    factory, _ = env_factory(config.env, config.env_kwargs)
     try:
         probe = factory()
     except gym.error.Error as error:
@@ -236,14 +237,14 @@ def run_episodes(
         seed: env ``i`` is reset with ``seed + i``; also seeds action sampling.
         num_envs: parallel envs E (capped at N).
         deterministic: the distribution's mode (argmax / mean) instead of a sample.
-        vector: ``subproc`` or ``sync``; default the run's.
+        vector: ``subproc``, ``sync`` or ``native``; default the run's.
     """
     if num_episodes < 1:
         raise ConfigError(f"episodes must be >= 1 (got {num_episodes})")
     if num_envs < 1:
         raise ConfigError(f"num_envs must be >= 1 (got {num_envs})")
-    if vector not in (None, "subproc", "sync"):
-        raise ConfigError(f"vector must be subproc or sync (got {vector!r})")
+    if vector not in (None, "subproc", "sync", "native"):
+        raise ConfigError(f"vector must be subproc, sync or native (got {vector!r})")
     num_envs = min(num_envs, num_episodes)
     config = dataclasses.replace(
         loaded.config, num_envs=num_envs, num_workers=None, vector=vector or loaded.config.vector
@@ -288,14 +289,14 @@ class VideoResult:
         return "video: wrote " + ", ".join(str(path) for path in self.paths)
 
 
-def _make_render_env(spec: str) -> gym.Env | str:
+def _make_render_env(spec: str, env_kwargs: dict[str, Any]) -> gym.Env | str:
     """A single env rendering rgb_array, or the reason there cannot be one."""
-    factory, env_id = env_factory(spec)
+    kwargs = dict(env_kwargs)
+    if is_atari_id(spec):
+        kwargs["terminal_on_life_loss"] = False  # one video per game, not per life
+    factory, _ = env_factory(spec, kwargs)
     try:
-        if env_id is not None:
-            env = gym.make(env_id, render_mode="rgb_array")
-        else:
-            env = factory(render_mode="rgb_array")  # type: ignore[call-arg]
+        env = factory(render_mode="rgb_array")
     except TypeError:
         return f"env {spec!r} does not take render_mode='rgb_array'"
     except gym.error.Error as error:
@@ -321,7 +322,7 @@ def record_video(
     missing moviepy or an env that cannot render: returns a :class:`VideoResult` whose
     ``skipped`` says why, so the evaluation itself still runs.
     """
-    made = _make_render_env(loaded.config.env)
+    made = _make_render_env(loaded.config.env, loaded.config.env_kwargs)
     if isinstance(made, str):
         return VideoResult(skipped=made)
     # Checked before RecordVideo, which creates the folder before it looks for moviepy.
@@ -415,7 +416,7 @@ def evaluate(
         num_envs: parallel envs (capped at N).
         device: torch device for the policy.
         stochastic: also evaluate the sampling policy, on the same env seeds.
-        vector: ``subproc`` or ``sync`` (default: the run's).
+        vector: ``subproc``, ``sync`` or ``native`` (default: the run's).
         video_dir: record ``video_episodes`` deterministic episodes there (skipped with a
             reason when moviepy or rgb_array rendering is missing).
         on_loaded: called with the loaded policy before any episode runs (the CLI uses it

@@ -3,7 +3,9 @@
 Columns are the row keys of :class:`vecpg.run.trainer.Trainer` in order: ``global_step``,
 ``time_s`` (seconds since the process started, so import and setup time count),
 ``sps``, ``episode_return_mean``, ``episode_length_mean`` (last 20 finished episodes),
-``update``, ``episodes_finished``, then the learner's metrics.
+``update``, ``episodes_finished``, then the learner's metrics, ``sampling_time_s`` and
+``update_time_s`` (wall seconds of the rollout and of the update) and, on CUDA,
+``gpu_memory_mib``. :data:`WALL_CLOCK_COLUMNS` differ between otherwise identical runs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import psutil
+
+#: Columns measured with the clock; every other column is the same in two runs with the
+#: same seed and config (on the CPU).
+WALL_CLOCK_COLUMNS = ("time_s", "sps", "sampling_time_s", "update_time_s", "gpu_memory_mib")
 
 
 def _seconds_since_process_start() -> float:

@@ -29,6 +29,7 @@ from vecpg.run.files import rewind_log
 # Options whose change on resume would break the run, and why (shown in the error).
 FIXED_ON_RESUME: dict[str, str] = {
     "env": "the policy and normalizers were trained on it",
+    "env_kwargs": "they define the env the policy was trained on",
     "algo": "the checkpoint holds this algorithm's learner state",
     "seed": "the RNG states come from the checkpoint",
     "num_envs": "per-env reward statistics and action-noise keys are per env",

@@ -4,7 +4,10 @@ Each iteration collects a ``[T, N]`` rollout (T = ``num_steps`` steps of N = ``n
 envs), runs one learner update on it and hands a metrics row to the callbacks. Callbacks
 are plain objects with any of ``on_start(trainer)``, ``on_update(trainer, row)`` and
 ``on_end(trainer, summary)``; :class:`vecpg.run.metrics.MetricsCSV` writes the rows to disk,
-other modules (checkpoints, progress, health, TensorBoard) plug in the same way.
+other modules (checkpoints, progress, health, TensorBoard) plug in the same way. A row
+holds the learner's metrics, the wall time of the rollout and of the update
+(``sampling_time_s``, ``update_time_s``) and, on CUDA, the peak GPU memory
+(``gpu_memory_mib``).
 """
 
 from __future__ import annotations
@@ -139,7 +142,7 @@ class Trainer:
         from vecpg.policies import ActorCritic
 
         config = self.config
-        self.observation_space, self.action_space = env_spaces(config.env)
+        self.observation_space, self.action_space = env_spaces(config.env, config.env_kwargs)
         self.observation_normalizer = None
         if config.normalize_observations:
             try:
@@ -226,8 +229,14 @@ class Trainer:
                 self._needs_reset = False
             while self.global_step < self.total_steps and self.stop_reason is None:
                 self.learner.set_progress(self.global_step / self.total_steps)
+                sampling_start = time.perf_counter()
                 self.sampler.collect()
+                update_start = time.perf_counter()
                 metrics = self.learner.update(self.buffer)
+                metrics["sampling_time_s"] = update_start - sampling_start
+                metrics["update_time_s"] = time.perf_counter() - update_start
+                if self.device.type == "cuda":
+                    metrics["gpu_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
                 self.update += 1
                 row = self._row(metrics, train_start)
                 self._call("on_update", row)

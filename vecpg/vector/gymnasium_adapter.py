@@ -14,6 +14,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from workers.episode_statistics import reports_own_statistics
 from workers.shared_layout import map_tree
 
 FAST_PATH_ATTRIBUTES = ("final_observations", "has_final_observation", "episode_ended")
@@ -27,10 +28,19 @@ class GymnasiumVectorAdapter(gym.vector.VectorWrapper):
     and keeps per-env episode returns and lengths so ``episode_returns``,
     ``episode_lengths`` and ``episode_ended`` describe the episodes that ended at the last
     step. The Python loop over ended episodes lives only here, not in the sampler.
+
+    Envs with Gymnasium's ``RecordEpisodeStatistics`` (seen in a ``SyncVectorEnv``'s first
+    env, or ``own_statistics=True``) report their own statistics, as in vecpg's workers
+    (see :mod:`workers.episode_statistics`): an ended episode without ``episode`` in its
+    final info (an Atari life loss) reports nothing.
     """
 
-    def __init__(self, env: gym.vector.VectorEnv) -> None:
+    def __init__(self, env: gym.vector.VectorEnv, own_statistics: bool | None = None) -> None:
         super().__init__(env)
+        if own_statistics is None:
+            envs = getattr(env, "envs", None) or []
+            own_statistics = bool(envs) and reports_own_statistics(envs[0])
+        self.own_statistics = own_statistics
         n = env.num_envs
         self._running_returns = np.zeros(n, dtype=np.float64)
         self._running_lengths = np.zeros(n, dtype=np.int64)
@@ -53,9 +63,12 @@ class GymnasiumVectorAdapter(gym.vector.VectorWrapper):
         self._running_returns += rewards
         self._running_lengths += 1
         ended = np.logical_or(terminations, truncations)
-        self.episode_ended[:] = ended
-        self.episode_returns[:] = np.where(ended, self._running_returns, 0.0)
-        self.episode_lengths[:] = np.where(ended, self._running_lengths, 0)
+        if self.own_statistics:
+            self._statistics_from_infos(infos)
+        else:
+            self.episode_ended[:] = ended
+            self.episode_returns[:] = np.where(ended, self._running_returns, 0.0)
+            self.episode_lengths[:] = np.where(ended, self._running_lengths, 0)
         self._running_returns[ended] = 0.0
         self._running_lengths[ended] = 0
         self.has_final_observation[:] = infos.get("_final_obs", ended)
@@ -64,6 +77,18 @@ class GymnasiumVectorAdapter(gym.vector.VectorWrapper):
             final = infos["final_obs"][index]
             self.final_observations = _set_row(self.final_observations, int(index), final)
         return observations, rewards, terminations, truncations, infos
+
+    def _statistics_from_infos(self, infos: dict[str, Any]) -> None:
+        # SAME_STEP puts an ended env's last info under "final_info"; other modes do not.
+        source = infos.get("final_info", infos)
+        reported = np.asarray(source.get("_episode", np.zeros(self.num_envs, dtype=bool)))
+        self.episode_ended[:] = reported
+        self.episode_returns[:] = 0.0
+        self.episode_lengths[:] = 0
+        if reported.any():
+            episode = source["episode"]
+            self.episode_returns[reported] = np.asarray(episode["r"])[reported]
+            self.episode_lengths[reported] = np.asarray(episode["l"])[reported]
 
 
 def _set_row(batch: Any, index: int, value: Any) -> Any:
