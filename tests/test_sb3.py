@@ -8,7 +8,9 @@ this module imports SB3 (and so torch), which workers must not.
 
 from __future__ import annotations
 
+import importlib.util
 from functools import partial
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -245,3 +247,20 @@ def test_import_without_sb3_names_the_extra():
         "try:\n    import vecpg.sb3\nexcept ImportError as error:\n    print(error)\n"
     )
     assert "pip install 'vecpg[sb3]'" in result.stdout, result.stderr
+
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "sb3_ppo.py"
+
+
+def test_readme_shows_the_ppo_example_verbatim():
+    readme = (EXAMPLE.parent.parent / "README.md").read_text()
+    block = readme.split("<!-- example:examples/sb3_ppo.py -->\n```python\n")[1].split("```")[0]
+    assert block == EXAMPLE.read_text()
+
+
+def test_the_ppo_example_trains_through_vecpg():
+    spec = importlib.util.spec_from_file_location("sb3_ppo_example", EXAMPLE)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    assert example.SubprocVecEnv is SubprocVecEnv
+    assert example.main(total_timesteps=256) > 0  # one rollout of 8 x 32 steps, one update
