@@ -97,6 +97,7 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     one_worker = lambda point: (  # noqa: E731
         point["kind"] == "vecpg" and point["num_workers"] == 1 and point["wait"] is None
     )
+    vecpg_sb3 = lambda point: point["kind"] == "vecpg-sb3"  # noqa: E731
     targets = [
         _ratio_target(report, "CartPole-v1 x32, defaults vs Sync", "cartpole", 32, _is_default, "sync", 1.2),
         _ratio_target(report, "CartPole-v1 x32, defaults vs Async", "cartpole", 32, _is_default, "async", 8.0),
@@ -104,6 +105,8 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         _ratio_target(report, "84x84x4 uint8 x16, defaults vs Sync", "image", 16, _is_default, "sync", 1.0),
         _ratio_target(report, "84x84x4 uint8 x16, defaults vs Async", "image", 16, _is_default, "async", 15.0),
         _ratio_target(report, "CartPole-v1 x32, 1 worker vs Sync", "cartpole", 32, one_worker, "sync", 0.9),
+        _ratio_target(report, "CartPole-v1 x32, vecpg.sb3 vs SB3 SubprocVecEnv", "cartpole", 32, vecpg_sb3, "sb3", 8.0),
+        _ratio_target(report, "CartPole-v1 x32, vecpg.sb3 vs SB3 DummyVecEnv", "cartpole", 32, vecpg_sb3, "sb3_dummy", 1.2),
     ]  # fmt: skip
     if report["settings"]["step_cost_us"] != 100.0:
         targets[2]["status"] = "SKIP"

@@ -322,3 +322,27 @@ def test_script_quick_defaults_keep_explicit_options():
     script.apply_quick(args, argv)
     assert args.peers == ["sync", "sb3"]
     assert args.num_workers == [None, 1, 2] and args.wait == ["default"] and args.seconds == 0.5
+
+
+def test_sb3_points_run_and_get_ratios_against_sb3():
+    pytest.importorskip("stable_baselines3")
+    report = sampling_benchmark.run_grid(
+        workloads=["cartpole"], num_envs=[2], num_workers=[], peers=["sb3-dummy", "vecpg-sb3"],
+        checks=False, **TINY,
+    )  # fmt: skip
+    points = {point["kind"]: point for point in report["points"]}
+    assert points["sb3-dummy"]["ratio_vs_sb3_dummy"] == pytest.approx(1.0)
+    assert points["vecpg-sb3"]["status"] == "ok" and points["vecpg-sb3"]["ratio_vs_sb3_dummy"] > 0
+    assert points["vecpg-sb3"]["ratio_vs_sb3"] is None  # SB3's SubprocVecEnv was not measured
+
+    script = load_script()
+    report = {
+        "settings": {"step_cost_us": 100.0},
+        "points": [
+            {**_point("cartpole", 32, "vecpg-sb3", 90.0), "kind": "vecpg-sb3", "ratio_vs_sb3": 9.0,
+             "ratio_vs_sb3_dummy": 1.1},
+        ],
+    }  # fmt: skip
+    statuses = {target["name"]: target["status"] for target in script.evaluate_targets(report)}
+    assert statuses["CartPole-v1 x32, vecpg.sb3 vs SB3 SubprocVecEnv"] == "PASS"
+    assert statuses["CartPole-v1 x32, vecpg.sb3 vs SB3 DummyVecEnv"] == "FAIL"

@@ -20,8 +20,10 @@ to every env so that every vectorizer does identical work) and ``image``
 
 Vectorizers: ``vecpg`` (``SubprocVectorEnv`` with a given ``num_workers``/``wait``; None
 means vecpg's default), ``sync``/``async`` (Gymnasium), and, when installed, ``sb3``
-(Stable-Baselines3 ``SubprocVecEnv``), ``envpool`` (CartPole only) and ``pufferlib``.
-Peers that are missing are recorded as skipped with the reason.
+(Stable-Baselines3 ``SubprocVecEnv``), ``sb3-dummy`` (its ``DummyVecEnv``), ``vecpg-sb3``
+(:class:`vecpg.sb3.SubprocVecEnv`, vecpg's defaults behind SB3's API, compared with the two
+SB3 classes), ``envpool`` (CartPole only) and ``pufferlib``. Peers that are missing are
+recorded as skipped with the reason.
 
 This module imports no torch: it must not perturb the workers it measures (SB3, which
 imports torch, is imported only when its point runs, after vecpg's memory check).
@@ -48,7 +50,9 @@ from vecpg.bench import envs as synthetic
 from vecpg.vector.worker_defaults import usable_cores
 
 WORKLOADS = ("cartpole", "busy", "image")
-PEERS = ("sync", "async", "sb3", "envpool", "pufferlib")
+PEERS = ("sync", "async", "sb3", "sb3-dummy", "vecpg-sb3", "envpool", "pufferlib")
+# Every point gets its rate relative to these peers' (ratio_vs_sync, ratio_vs_sb3_dummy ...).
+RATIO_PEERS = ("sync", "async", "sb3", "sb3-dummy")
 WAIT_MODES = ("auto", "block", "spin")
 _DISTRIBUTIONS = {  # import name -> distribution name, for the versions in the report
     "numpy": "numpy",
@@ -98,6 +102,8 @@ def make_workload(name: str, *, step_cost_us: float = 100.0) -> Workload:
 _MODULES = {  # vectorizer kind -> module it needs
     "vecpg": "vecpg.vector.env",
     "sb3": "stable_baselines3.common.vec_env",
+    "sb3-dummy": "stable_baselines3.common.vec_env",
+    "vecpg-sb3": "vecpg.vector.sb3",
     "envpool": "envpool",
     "pufferlib": "pufferlib.vector",
 }
@@ -128,6 +134,8 @@ def unavailable_reason(vectorizer: Vectorizer, workload: Workload, num_envs: int
     module = {
         "vecpg": "vecpg.vector.env",
         "sb3": "stable_baselines3",
+        "sb3-dummy": "stable_baselines3",
+        "vecpg-sb3": "stable_baselines3",
         "envpool": "envpool",
         "pufferlib": "pufferlib.vector",
     }
@@ -194,6 +202,19 @@ class _Stepper:
             self.env.seed(seed)
             self.env.reset()
             self.worker_pids = [process.pid for process in self.env.processes]
+        elif kind == "sb3-dummy":
+            from stable_baselines3.common.vec_env import DummyVecEnv
+
+            self.env = DummyVecEnv(env_fns)
+            self.env.seed(seed)
+            self.env.reset()
+        elif kind == "vecpg-sb3":
+            from vecpg.vector.sb3 import SubprocVecEnv as VecpgSubprocVecEnv
+
+            self.env = VecpgSubprocVecEnv(env_fns)
+            self.env.seed(seed)
+            self.env.reset()
+            self.worker_pids = list(self.env.vector_env.worker_pids)
         elif kind == "envpool":
             import envpool
 
@@ -447,13 +468,15 @@ def machine_info() -> dict[str, Any]:
 
 
 def _with_ratios(points: list[dict[str, Any]], ideal: float | None) -> None:
-    """Adds ratio_vs_sync, ratio_vs_async and fraction_of_ideal to the points of one group."""
+    """Adds ``ratio_vs_<peer>`` (:data:`RATIO_PEERS`, ``-`` as ``_``) and fraction_of_ideal
+    to the points of one group."""
     rates = {point["vectorizer"]: point.get("steps_per_second") for point in points}
     for point in points:
         rate = point.get("steps_per_second")
-        for peer in ("sync", "async"):
+        for peer in RATIO_PEERS:
             reference = rates.get(peer)
-            point[f"ratio_vs_{peer}"] = rate / reference if rate and reference else None
+            ratio = rate / reference if rate and reference else None
+            point[f"ratio_vs_{peer.replace('-', '_')}"] = ratio
         point["fraction_of_ideal"] = rate / ideal if rate and ideal else None
 
 

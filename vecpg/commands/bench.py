@@ -17,7 +17,7 @@ from vecpg.errors import ConfigError
 HELP = "Benchmark sampling speed (env-steps/s) of vecpg against Gymnasium's vectorizers and peers."
 
 _WORKLOADS = ("cartpole", "busy", "image")
-_PEERS = ("sync", "async", "sb3", "envpool", "pufferlib")
+_PEERS = ("sync", "async", "sb3", "sb3-dummy", "vecpg-sb3", "envpool", "pufferlib")
 _WAITS = ("default", "auto", "block", "spin")
 
 

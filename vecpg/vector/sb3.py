@@ -192,7 +192,11 @@ class SubprocVecEnv(VecEnv):
         self._command("set_attr", (attr_name, value), indices)
 
     def env_method(
-        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+        self,
+        method_name: str,
+        *method_args: Any,
+        indices: VecEnvIndices = None,
+        **method_kwargs: Any,
     ) -> list[Any]:
         """Call ``method_name(*method_args, **method_kwargs)`` on the envs at ``indices``."""
         return self._command("env_method", (method_name, method_args, method_kwargs), indices)
