@@ -117,10 +117,10 @@ class TrainConfig:
     optimizer: str = _field("adam", "optimizer", choices=("adam", "rmsprop"))
     optimizer_eps: float = _field(1e-5, "epsilon of the optimizer")
     max_grad_norm: float = _field(0.5, "clip the global gradient norm to this (0: no clipping)")
-    manual_backprop: bool = _field(
-        True,
-        "MLP policies on non-image observations: hand-written backward pass instead of "
-        "autograd (the same gradients, about 2x faster gradient steps on a CPU)",
+    compile: bool = _field(
+        False,
+        "torch.compile the learner's loss (policy forward and loss terms); the first update "
+        "compiles for seconds to minutes, so it pays on long runs and GPUs",
     )
     num_epochs: int = _field(4, "PPO epochs per rollout")
     num_minibatches: int = _field(2, "PPO minibatches per epoch over the flattened T*N batch")
