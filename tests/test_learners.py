@@ -345,3 +345,19 @@ def test_a2c_learns_cartpole(tmp_path):
 def test_reinforce_learns_cartpole(tmp_path):
     summary = solve("reinforce", 150.0, 150_000, 1, tmp_path)
     assert summary["stop_reason"] == "stop_at_return", summary
+
+
+@pytest.mark.slow
+def test_compiled_loss_gives_the_eager_update(tmp_path):
+    """``compile=True`` runs the same loss through torch.compile: the same update."""
+    compiled = filled_buffer("a2c", run_dir=str(tmp_path / "compiled"), compile=True)
+    compiled.close()
+    eager = filled_buffer("a2c", run_dir=str(tmp_path / "eager"))
+    eager.close()
+    eager.policy.load_state_dict(compiled.policy.state_dict())
+    first = compiled.learner.update(compiled.buffer)
+    second = eager.learner.update(compiled.buffer)
+    assert first["policy_loss"] == pytest.approx(second["policy_loss"], rel=1e-5)
+    assert first["value_loss"] == pytest.approx(second["value_loss"], rel=1e-5)
+    for a, b in zip(compiled.policy.parameters(), eager.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

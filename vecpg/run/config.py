@@ -5,12 +5,14 @@ metadata; ``vecpg train`` builds one command-line option per field from that met
 the CLI, config files and the library share one source of truth.
 
 Precedence when resolving a configuration (lowest first): the field default, the
-algorithm's defaults (:data:`ALGO_DEFAULTS`), the config file, the command line.
+algorithm's defaults (:data:`ALGO_DEFAULTS`), the env family's preset
+(:mod:`vecpg.run.presets`; ``preset: none`` skips it), the config file, the command line.
+The resolved ``preset`` is the family that applied, or ``none``.
 
 Example:
     >>> config = resolve_config(cli_values={"algo": "a2c", "seed": 3})
-    >>> config.algo, config.seed, config.optimizer
-    ('a2c', 3, 'rmsprop')
+    >>> config.algo, config.seed, config.optimizer, config.preset
+    ('a2c', 3, 'rmsprop', 'classic-control')
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from vecpg.errors import ConfigError
+from vecpg.run import presets
 
 ALGORITHMS = ("ppo", "a2c", "reinforce")
 
@@ -47,6 +50,12 @@ class TrainConfig:
         "CartPole-v1", "Gymnasium env id, or 'module:EnvClass' / 'module:make_fn' for your own env"
     )
     algo: str = _field("ppo", "learning algorithm", choices=ALGORITHMS)
+    preset: str = _field(
+        presets.AUTO,
+        "tuned hyperparameters for the env's family (auto), none (plain defaults), or a "
+        f"family: {', '.join(presets.FAMILIES)} (vecpg/run/presets.py cites each source); "
+        "config files and flags override it, config.yaml records the one that applied",
+    )
     seed: int = _field(1, "seed for torch, numpy, python and the envs (same seed, same run on CPU)")
     total_steps: int = _field(200_000, "env steps (summed over envs) to train for")
     stop_at_return: float | None = _field(
@@ -196,6 +205,8 @@ def _coerce(name: str, value: Any) -> Any:
     """Convert a file/CLI value to the field's type, or raise a one-line ConfigError."""
     kind = str(_TYPES[name])
     optional = "None" in kind
+    if name == "preset" and isinstance(value, str):
+        return value  # "none" is a preset name here, not an empty value
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
         if optional:
             return None
@@ -309,9 +320,13 @@ def resolve_config(
     algo = cli_values.get("algo", file_values.get("algo", TrainConfig.algo))
     if algo not in ALGORITHMS:
         raise ConfigError(f"algo must be one of {', '.join(ALGORITHMS)} (got {algo!r})")
-    values: dict[str, Any] = dict(ALGO_DEFAULTS[algo])
+    env = cli_values.get("env", file_values.get("env", TrainConfig.env))
+    preset = cli_values.get("preset", file_values.get("preset", TrainConfig.preset))
+    preset_name, preset_values = presets.preset_values(str(preset), str(env), algo)
+    values: dict[str, Any] = {**ALGO_DEFAULTS[algo], **preset_values}
     for source in (file_values, cli_values):
         values.update({name: _coerce(name, value) for name, value in source.items()})
+    values["preset"] = preset_name
     config = TrainConfig(**values)
     validate(config)
     return config
