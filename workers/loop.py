@@ -16,12 +16,15 @@ SIGINT is ignored here: Ctrl-C is the parent's to handle, and the parent closes 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
 import signal
+import sys
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
@@ -329,6 +332,27 @@ def _receive(
             bell.set_asleep(False)
 
 
+@contextlib.contextmanager
+def _construction_output_silenced() -> Iterator[None]:
+    """Send file descriptor 2 (Python's stderr and C libraries' alike) to /dev/null.
+
+    The vector env builds one probe env in the parent before any worker starts, so what an
+    env prints while it is built (MuJoCo's compiler deprecation warnings, a library's
+    import-time notice) is shown once per run there; every env built here would repeat it.
+    A failure still reaches the parent: as the raised error, with its traceback.
+    """
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def start_runner(spec: WorkerSpec, shared_buffer: Any) -> EnvRunner:
     """Build the envs of ``spec`` into a runner on the shared arrays (in this process).
 
@@ -336,9 +360,10 @@ def start_runner(spec: WorkerSpec, shared_buffer: Any) -> EnvRunner:
     """
     runner = EnvRunner(spec, Layout(spec.fields).views(shared_buffer))
     try:
-        for env_fn in cloudpickle.loads(spec.env_fns):
-            runner.current_env = runner.stop
-            runner.add_env(env_fn())
+        with _construction_output_silenced():
+            for env_fn in cloudpickle.loads(spec.env_fns):
+                runner.current_env = runner.stop
+                runner.add_env(env_fn())
     except BaseException as error:
         error.vecpg_runner = runner  # type: ignore[attr-defined]  # so the report names the env
         runner.close()
