@@ -54,9 +54,9 @@ def test_every_preset_cites_its_source():
 
 def test_published_settings_land_in_vecpg_terms():
     """Spot checks of the translation rules in the module docstring."""
-    acrobot = resolve_config(cli_values={"env": "Acrobot-v1"})  # CleanRL ppo.py
-    assert (acrobot.num_envs, acrobot.num_steps, acrobot.num_minibatches) == (4, 128, 4)
-    assert acrobot.anneal_lr and acrobot.clip_value_loss and acrobot.ent_coef == 0.01
+    cheetah = resolve_config(cli_values={"env": "HalfCheetah-v5"})  # CleanRL, 8 x 256 steps
+    assert cheetah.num_envs * cheetah.num_steps == 2048 and cheetah.num_minibatches == 32
+    assert cheetah.anneal_lr and cheetah.clip_value_loss and cheetah.vf_coef == 0.5
     lunar = resolve_config(cli_values={"env": "LunarLander-v3"})  # zoo: batch_size 64
     assert lunar.num_envs * lunar.num_steps // lunar.num_minibatches == 64
     assert lunar.vf_coef == 1.0  # zoo's 0.5 on an MSE = vecpg's 1.0 on 0.5 * MSE
@@ -80,12 +80,12 @@ def test_an_env_outside_every_family_gets_no_preset():
 
 def test_flags_and_config_files_override_the_preset(tmp_path):
     path = tmp_path / "run.yaml"
-    path.write_text("env: Acrobot-v1\nnum_envs: 8\nent_coef: 0.0\n")
-    config = resolve_config(load_config_file(path), {"ent_coef": 0.02})
+    path.write_text("env: Acrobot-v1\nnum_envs: 8\nnum_epochs: 3\n")
+    config = resolve_config(load_config_file(path), {"num_epochs": 7})
     assert config.preset == "classic-control"
-    assert config.num_envs == 8  # the file over the preset's 4
-    assert config.ent_coef == 0.02  # the command line over the file and the preset
-    assert config.num_steps == 128  # the preset where nothing overrides it
+    assert config.num_envs == 8  # the file over the preset's 16
+    assert config.num_epochs == 7  # the command line over the file and the preset's 4
+    assert config.num_steps == 256  # the preset where nothing overrides it
 
 
 def test_a_named_family_applies_to_any_env_and_unknown_names_are_errors():
@@ -118,12 +118,12 @@ def test_train_records_the_preset_in_config_yaml(tmp_path):
     arguments = ["train", "--env", "Acrobot-v1", "--vector", "sync", "--total-steps", "512"]
     assert main([*arguments, "--run-dir", str(run_dir), "--quiet", "--no-tensorboard"]) == 0
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert saved["preset"] == "classic-control" and saved["num_envs"] == 4
+    assert saved["preset"] == "classic-control" and saved["num_steps"] == 256
     plain = tmp_path / "plain"
     arguments += ["--preset", "none", "--run-dir", str(plain), "--quiet", "--no-tensorboard"]
     assert main(arguments) == 0
     saved = yaml.safe_load((plain / "config.yaml").read_text())
-    assert saved["preset"] == "none" and saved["num_envs"] == 16
+    assert saved["preset"] == "none" and saved["num_steps"] == 16
 
 
 @pytest.mark.parametrize("algo", ["ppo", "a2c"])

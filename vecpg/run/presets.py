@@ -25,8 +25,8 @@ Translating Stable-Baselines3 / rl-zoo settings:
   0.99, lambda 1, RMSprop (alpha 0.99, eps 1e-5), no advantage normalization.
 
 Sources: DLR-RM/rl-baselines3-zoo ``hyperparams/ppo.yml`` @ 208b6fdf and
-``hyperparams/a2c.yml`` @ c6c209e7 ("zoo" below); vwxyzjn/cleanrl ``cleanrl/ppo.py`` and
-``cleanrl/ppo_continuous_action.py`` (``Args`` defaults; "CleanRL" below).
+``hyperparams/a2c.yml`` @ c6c209e7 ("zoo" below); vwxyzjn/cleanrl
+``cleanrl/ppo_continuous_action.py`` (its ``Args`` defaults; "CleanRL" below).
 """
 
 from __future__ import annotations
@@ -86,7 +86,6 @@ class Family:
 
 _ZOO_PPO = "rl-zoo hyperparams/ppo.yml @ 208b6fdf"
 _ZOO_A2C = "rl-zoo hyperparams/a2c.yml @ c6c209e7"
-_CLEANRL_PPO = "CleanRL cleanrl/ppo.py"
 _CLEANRL_CONTINUOUS = "CleanRL cleanrl/ppo_continuous_action.py"
 
 # SB3's A2C defaults, as vecpg options (vf_coef 0.5 in SB3 = 1.0 here).
@@ -129,28 +128,28 @@ CLASSIC_CONTROL = Family(
     },
     env_presets={
         "CartPole-v*": {
-            "ppo": Preset({"total_steps": 500_000}, f"budget: {_CLEANRL_PPO}"),
+            "ppo": Preset({"total_steps": 100_000}, f"budget: {_ZOO_PPO} CartPole-v1"),
             "a2c": Preset({"total_steps": 500_000}, f"budget: {_ZOO_A2C} CartPole-v1"),
         },
         "Acrobot-v*": {
             "ppo": Preset(
                 {
-                    "total_steps": 500_000,
-                    "num_envs": 4,
-                    "num_steps": 128,
-                    "learning_rate": 2.5e-4,
-                    "anneal_lr": True,
-                    "gamma": 0.99,
-                    "gae_lambda": 0.95,
-                    "num_minibatches": 4,
+                    "total_steps": 1_000_000,
+                    "normalize_observations": True,
+                    "normalize_rewards": True,
+                    "num_envs": 16,
+                    "num_steps": 256,
+                    "num_minibatches": 64,  # 16 * 256 / batch 64
                     "num_epochs": 4,
+                    "gamma": 0.99,
+                    "gae_lambda": 0.94,
+                    "learning_rate": 3e-4,
+                    "anneal_lr": False,
                     "clip_coef": 0.2,
-                    "clip_value_loss": True,
-                    "ent_coef": 0.01,
-                    "vf_coef": 0.5,
-                    "max_grad_norm": 0.5,
+                    "ent_coef": 0.0,
+                    "vf_coef": 1.0,
                 },
-                _CLEANRL_PPO,
+                f"{_ZOO_PPO} Acrobot-v1",
             ),
             "a2c": Preset(
                 {
@@ -418,8 +417,8 @@ def preset_values(preset: str, env: str, algo: str) -> tuple[str, dict[str, Any]
 
     Example:
         >>> name, values = preset_values("auto", "Acrobot-v1", "ppo")
-        >>> name, values["num_envs"], values["ent_coef"]
-        ('classic-control', 4, 0.01)
+        >>> name, values["num_envs"], values["num_steps"]
+        ('classic-control', 16, 256)
         >>> preset_values("none", "Acrobot-v1", "ppo")
         ('none', {})
     """
