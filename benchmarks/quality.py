@@ -136,6 +136,7 @@ def run_cell(env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float) -
 
         shutil.rmtree(run_dir)
     command = train_command(env, algo, seed, run_dir)
+    environment = versions()  # of the code that runs, before a checkout can move on
     started = time.perf_counter()
     try:
         completed = subprocess.run(
@@ -167,7 +168,7 @@ def run_cell(env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float) -
         "error": None if returncode == 0 else stderr.strip().splitlines()[-1:] or ["timeout"],
         "command": " ".join(command),
         "run_dir": str(run_dir),
-        "versions": versions(),
+        "versions": environment,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
