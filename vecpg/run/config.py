@@ -128,7 +128,7 @@ class TrainConfig:
     max_grad_norm: float = _field(0.5, "clip the global gradient norm to this (0: no clipping)")
     compile: bool = _field(
         False,
-        "torch.compile the learner's loss (policy forward and loss terms); the first update "
+        "PPO and A2C: torch.compile the loss (policy forward and loss terms); the first update "
         "compiles for seconds to minutes, so it pays on long runs and GPUs",
     )
     num_epochs: int = _field(4, "PPO epochs per rollout")
