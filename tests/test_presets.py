@@ -88,6 +88,15 @@ def test_flags_and_config_files_override_the_preset(tmp_path):
     assert config.num_steps == 256  # the preset where nothing overrides it
 
 
+def test_a_preset_value_that_clashes_with_given_options_names_the_preset():
+    with pytest.raises(ConfigError, match="from the classic-continuous preset: set it too"):
+        resolve_config(cli_values={"env": "Pendulum-v1", "num_envs": 2, "num_steps": 8})
+    config = resolve_config(
+        cli_values={"env": "Pendulum-v1", "num_envs": 2, "num_steps": 8, "num_minibatches": 2}
+    )
+    assert config.preset == "classic-continuous" and config.num_epochs == 10
+
+
 def test_a_named_family_applies_to_any_env_and_unknown_names_are_errors():
     config = resolve_config(cli_values={"env": "CartPole-v1", "preset": "mujoco"})
     assert config.preset == "mujoco" and config.num_minibatches == 32

@@ -328,7 +328,18 @@ def resolve_config(
         values.update({name: _coerce(name, value) for name, value in source.items()})
     values["preset"] = preset_name
     config = TrainConfig(**values)
-    validate(config)
+    try:
+        validate(config)
+    except ConfigError as error:
+        # A preset value that clashes with the user's own (num_minibatches against a
+        # smaller rollout) would otherwise be an error about an option never given.
+        unset = [name for name in preset_values if name not in file_values | cli_values]
+        if any(str(error).startswith(f"{name} ") for name in unset):
+            raise ConfigError(
+                f"{error}; the value comes from the {preset_name} preset: set it too, "
+                "or use --preset none"
+            ) from None
+        raise
     return config
 
 
