@@ -378,7 +378,7 @@ def test_real_trainer_state_round_trips_and_training_goes_on(tmp_path):
     resumed.load_state_dict(loaded.state)
     assert resumed.global_step == 3072 and resumed.update == first.update
     assert_same(resumed.learner.state_dict()["optimizer"], saved_optimizer)
-    assert saved_optimizer["step"] > 0  # the optimizer state is not a fresh one
+    assert saved_optimizer["state"][0]["step"] > 0  # the optimizer state is not a fresh one
     for name, tensor in first.policy.state_dict().items():
         assert torch.equal(resumed.policy.state_dict()[name], tensor)
     resumed.train()
@@ -443,7 +443,7 @@ def test_sigkill_between_checkpoints_then_resume(tmp_path):
     summary = resumed.train()
     assert summary["global_step"] == latest.step + 2048  # training went on
     assert (
-        resumed.learner.state_dict()["optimizer"]["step"]
-        > latest.state["learner"]["optimizer"]["step"]
+        resumed.learner.state_dict()["optimizer"]["state"][0]["step"]
+        > latest.state["learner"]["optimizer"]["state"][0]["step"]
     )
     assert metrics_steps(run_dir) == list(range(256, latest.step + 2048 + 1, 256))

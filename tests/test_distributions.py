@@ -258,7 +258,7 @@ def test_sample_frequencies_follow_the_probabilities():
     assert abs(gaussian.mean().item() - 3.0) < 0.02 and abs(gaussian.std().item() - 0.5) < 0.02
 
 
-def test_backprop_gives_finite_nonzero_gradients(head):
+def test_autograd_gives_finite_nonzero_gradients(head):
     inputs = features().requires_grad_(True)
     distribution = head(inputs)
     loss = -(

@@ -1,4 +1,5 @@
-"""Learners: optimizers against torch.optim, metrics, masking, and learning on CartPole."""
+"""Learners: whole updates against an independent CleanRL-style loop, metrics, masking, the
+target-KL stop, torch.compile, and learning on CartPole (loss terms: tests/test_losses.py)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,12 @@ import gymnasium as gym
 import pytest
 import torch
 
+from vecpg.advantages import gae, mc_returns
 from vecpg.buffer import RolloutBuffer
 from vecpg.learners import make_learner
-from vecpg.learners.optim import Adam, RMSprop
 from vecpg.policies import ActorCritic
 from vecpg.run.config import resolve_config
 from vecpg.run.trainer import Trainer
-
-# vecpg's optimizers and the torch.optim ones they must match, with shared options.
-OPTIMIZER_PAIRS = [
-    (Adam, torch.optim.Adam, {"lr": 0.01, "eps": 1e-5}),
-    (RMSprop, torch.optim.RMSprop, {"lr": 0.01, "alpha": 0.99, "eps": 1e-5}),
-]
 
 METRIC_KEYS = {
     "policy_loss",
@@ -37,60 +32,6 @@ METRIC_KEYS = {
     "truncations",
     "terminations",
 }
-
-
-def _twin_models(ours, theirs, options, outputs):
-    """Two identical small MLPs, one with vecpg's optimizer and one with torch.optim's."""
-    torch.manual_seed(outputs)
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, outputs))
-    twin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, outputs))
-    twin.load_state_dict(model.state_dict())
-    return model, twin, ours(model.parameters(), **options), theirs(twin.parameters(), **options)
-
-
-@pytest.mark.parametrize("ours, theirs, options", OPTIMIZER_PAIRS)
-def test_optimizers_match_torch_optim(ours, theirs, options):
-    model, twin, mine, reference = _twin_models(ours, theirs, options, outputs=1)
-    for step in range(6):
-        inputs = torch.randn(8, 3)
-        for network, optimizer in ((model, mine), (twin, reference)):
-            optimizer.zero_grad()
-            network(inputs).square().mean().backward()
-            if step == 3:  # a parameter without gradient is skipped, as torch.optim does
-                network[2].bias.grad = None
-            optimizer.step()
-        for a, b in zip(model.parameters(), twin.parameters(), strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-    restored = ours(twin.parameters(), **options)
-    restored.load_state_dict(mine.state_dict())
-    assert restored.step_count == mine.step_count
-
-
-@pytest.mark.parametrize("ours, theirs, options", OPTIMIZER_PAIRS)
-@pytest.mark.parametrize("max_norm", [0.05, math.inf])
-def test_clip_and_step_matches_clip_grad_norm_then_torch_optim(ours, theirs, options, max_norm):
-    model, twin, mine, reference = _twin_models(ours, theirs, options, outputs=2)
-    for _ in range(5):
-        inputs = torch.randn(16, 3)
-        mine.zero_grad()
-        model(inputs).square().mean().backward()
-        norm = mine.clip_and_step(max_norm)
-        reference.zero_grad()
-        twin(inputs).square().mean().backward()
-        expected_norm = torch.nn.utils.clip_grad_norm_(twin.parameters(), max_norm)
-        reference.step()
-        torch.testing.assert_close(norm, expected_norm)
-        for a, b in zip(model.parameters(), twin.parameters(), strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-
-
-def test_parameters_replaced_after_building_the_optimizer_is_an_error():
-    model = torch.nn.Linear(3, 1)
-    optimizer = Adam(model.parameters())
-    model.weight.data = model.weight.data.clone()  # no longer a view of the flat vector
-    model(torch.randn(4, 3)).sum().backward()
-    with pytest.raises(RuntimeError, match="moved or replaced"):
-        optimizer.clip_and_step(1.0)
 
 
 def filled_buffer(algo: str, action_space=None, **overrides):
@@ -125,6 +66,141 @@ def test_update_reports_the_contract_metrics(algo, tmp_path):
     assert any(
         not torch.equal(a, b) for a, b in zip(before, trainer.policy.parameters(), strict=True)
     )
+
+
+def cleanrl_ppo_update(policy, buffer, config, optimizer):
+    """PPO's update written out as in CleanRL's ppo.py, independently of vecpg's learner
+    (GAE from vecpg.advantages, itself tested against a per-element loop). Returns the
+    number of gradient steps taken."""
+    advantages, returns = gae(
+        buffer.rewards, buffer.values, buffer.next_values, buffer.terminations,
+        buffer.truncations, config.gamma, config.gae_lambda,
+    )  # fmt: skip
+    b_obs, b_actions = buffer.flat(buffer.observations), buffer.flat(buffer.actions)
+    b_logprobs, b_values = buffer.log_probs.reshape(-1), buffer.values.reshape(-1)
+    b_advantages, b_returns = advantages.reshape(-1), returns.reshape(-1)
+    batch_size = b_logprobs.shape[0]
+    minibatch_size = batch_size // config.num_minibatches
+    steps = 0
+    for _epoch in range(config.num_epochs):
+        b_inds = torch.randperm(batch_size)
+        for start in range(0, batch_size, minibatch_size):
+            mb_inds = b_inds[start : start + minibatch_size]
+            dist = policy.distribution(b_obs[mb_inds])
+            newlogprob = dist.log_prob(b_actions[mb_inds])
+            entropy = dist.entropy()
+            newvalue = policy.value(b_obs[mb_inds])
+            logratio = newlogprob - b_logprobs[mb_inds]
+            ratio = logratio.exp()
+            approx_kl = ((ratio - 1) - logratio).mean()
+            if config.target_kl is not None and approx_kl > config.target_kl:
+                return steps
+            mb_advantages = b_advantages[mb_inds]
+            mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+            pg_loss1 = -mb_advantages * ratio
+            pg_loss2 = -mb_advantages * torch.clamp(
+                ratio, 1 - config.clip_coef, 1 + config.clip_coef
+            )
+            pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+            v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+            v_clipped = b_values[mb_inds] + torch.clamp(
+                newvalue - b_values[mb_inds], -config.clip_coef, config.clip_coef
+            )
+            v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+            v_loss = 0.5 * torch.max(v_loss_unclipped, v_loss_clipped).mean()
+            entropy_loss = entropy.mean()
+            loss = pg_loss - config.ent_coef * entropy_loss + v_loss * config.vf_coef
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), config.max_grad_norm)
+            optimizer.step()
+            steps += 1
+    return steps
+
+
+@pytest.mark.parametrize("target_kl", [None, 0.003], ids=["all_epochs", "kl_stop"])
+def test_ppo_update_matches_an_independent_cleanrl_loop(target_kl, tmp_path):
+    """Same policy, rollout, shuffles and plain SGD: the same parameters after the update.
+    The settings make every term count: clipping binds on part of the batch, the value
+    loss is clipped, the entropy bonus is large, and with target_kl the update stops early."""
+    import copy
+
+    settings = dict(
+        run_dir=str(tmp_path), num_minibatches=4, num_epochs=4, clip_coef=0.1,
+        clip_value_loss=True, ent_coef=0.05, vf_coef=0.7, max_grad_norm=1.0,
+        target_kl=target_kl,
+    )  # fmt: skip
+    trainer = filled_buffer("ppo", **settings)
+    trainer.close()
+    learner, config = trainer.learner, trainer.config
+    reference = copy.deepcopy(trainer.policy)
+    learner.optimizer = torch.optim.SGD(learner.parameters, lr=0.2)
+    torch.manual_seed(7)
+    metrics = learner.update(trainer.buffer)
+    torch.manual_seed(7)
+    steps = cleanrl_ppo_update(
+        reference, trainer.buffer, config, torch.optim.SGD(reference.parameters(), lr=0.2)
+    )
+    assert metrics["clip_fraction"] > 0  # the clip range is exercised
+    assert metrics["epochs_run"] * config.num_minibatches == steps
+    if target_kl is None:
+        assert steps == 16
+    else:
+        assert 1 <= steps < 16  # the stop fired, after at least one step
+    for name, parameter in trainer.policy.named_parameters():
+        torch.testing.assert_close(
+            parameter, dict(reference.named_parameters())[name], msg=name, rtol=1e-5, atol=1e-6
+        )
+
+
+@pytest.mark.parametrize("algo", ["a2c", "reinforce"])
+def test_a2c_and_reinforce_updates_match_an_independent_loss(algo, tmp_path):
+    """One SGD step of the learner against one step on the loss written out from the
+    papers (Mnih et al. 2016; Williams 1992 with a baseline), over the same rollout."""
+    import copy
+
+    trainer = filled_buffer(
+        algo, run_dir=str(tmp_path), ent_coef=0.05, vf_coef=0.7, max_grad_norm=1.0,
+        normalize_advantages=False, num_steps=64,
+    )  # fmt: skip
+    trainer.close()
+    buffer, config, learner = trainer.buffer, trainer.config, trainer.learner
+    with torch.no_grad():  # away from the near-uniform initial policy, where dH = 0
+        torch.manual_seed(3)
+        trainer.policy.action_head.linear.weight.normal_(0.0, 0.3)
+    reference = copy.deepcopy(trainer.policy)
+    learner.optimizer = torch.optim.SGD(learner.parameters, lr=0.2)
+    learner.update(buffer)
+
+    observations, actions = buffer.flat(buffer.observations), buffer.flat(buffer.actions)
+    dist = reference.distribution(observations)
+    log_probs, entropy = dist.log_prob(actions), dist.entropy()
+    values = reference.value(observations)
+    if algo == "a2c":  # gae with lambda 1 (the a2c default) over the rollout
+        advantages, returns = gae(
+            buffer.rewards, buffer.values, buffer.next_values, buffer.terminations,
+            buffer.truncations, config.gamma, config.gae_lambda,
+        )  # fmt: skip
+        advantages, returns = advantages.reshape(-1), returns.reshape(-1)
+        mask = torch.ones_like(returns)
+    else:
+        returns, complete = mc_returns(
+            buffer.rewards, buffer.terminations, buffer.truncations, config.gamma
+        )
+        returns, mask = returns.reshape(-1), complete.reshape(-1).float()
+        advantages = returns - values.detach()
+    count = mask.sum()
+    policy_loss = -(advantages * log_probs * mask).sum() / count
+    value_loss = 0.5 * ((values - returns) ** 2 * mask).sum() / count
+    entropy_bonus = (entropy * mask).sum() / count
+    loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy_bonus
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(reference.parameters(), config.max_grad_norm)
+    torch.optim.SGD(reference.parameters(), lr=0.2).step()
+    for name, parameter in trainer.policy.named_parameters():
+        torch.testing.assert_close(
+            parameter, dict(reference.named_parameters())[name], msg=name, rtol=1e-5, atol=1e-6
+        )
 
 
 def test_log_prob_mismatch_detects_a_buffer_that_lies(tmp_path):
@@ -269,3 +345,19 @@ def test_a2c_learns_cartpole(tmp_path):
 def test_reinforce_learns_cartpole(tmp_path):
     summary = solve("reinforce", 150.0, 150_000, 1, tmp_path)
     assert summary["stop_reason"] == "stop_at_return", summary
+
+
+@pytest.mark.slow
+def test_compiled_loss_gives_the_eager_update(tmp_path):
+    """``compile=True`` runs the same loss through torch.compile: the same update."""
+    compiled = filled_buffer("a2c", run_dir=str(tmp_path / "compiled"), compile=True)
+    compiled.close()
+    eager = filled_buffer("a2c", run_dir=str(tmp_path / "eager"))
+    eager.close()
+    eager.policy.load_state_dict(compiled.policy.state_dict())
+    first = compiled.learner.update(compiled.buffer)
+    second = eager.learner.update(compiled.buffer)
+    assert first["policy_loss"] == pytest.approx(second["policy_loss"], rel=1e-5)
+    assert first["value_loss"] == pytest.approx(second["value_loss"], rel=1e-5)
+    for a, b in zip(compiled.policy.parameters(), eager.policy.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

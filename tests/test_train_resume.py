@@ -144,13 +144,14 @@ def test_sigkill_between_checkpoints_then_resume_from_the_cli(tmp_path, trainer_
     assert start["update"] == latest.state["update"] == latest.step // UPDATE_STEPS
     assert_same(start["learner"], latest.state["learner"])
     assert_same(start["policy"], latest.state["policy"])
-    assert latest.state["learner"]["optimizer"]["step"] > 0  # not a fresh optimizer
+    assert latest.state["learner"]["optimizer"]["state"][0]["step"] > 0  # not a fresh optimizer
 
     # training went on: more optimizer steps and a final checkpoint at the new target
     final = checkpoint.load_latest(run_dir)
     assert final.step == target and final.state["update"] == target // UPDATE_STEPS
     assert (
-        final.state["learner"]["optimizer"]["step"] > latest.state["learner"]["optimizer"]["step"]
+        final.state["learner"]["optimizer"]["state"][0]["step"]
+        > latest.state["learner"]["optimizer"]["state"][0]["step"]
     )
     assert final.state["config"]["total_steps"] == target
 

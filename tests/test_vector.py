@@ -345,3 +345,20 @@ def test_each_process_gets_its_spin_bound(wait):
         assert all(spec.spin_seconds == worker for spec in envs._pool.specs)
         envs.reset(seed=0)
         envs.step(np.zeros(4, dtype=np.int64))  # every bound still steps
+
+
+def cartpole_that_prints_when_built():
+    """Prints like a C library (straight to fd 2) and like Python, once per env built."""
+    os.write(2, b"NOTICE from the env's C library\n")
+    print("NOTICE from the env's Python code", file=sys.stderr)
+    return gym.make("CartPole-v1")
+
+
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_what_envs_print_while_built_is_shown_once_per_vector_env(num_workers, capfd):
+    with SubprocVectorEnv([cartpole_that_prints_when_built] * 6, num_workers=num_workers) as envs:
+        envs.reset(seed=0)
+        envs.step(envs.action_space.sample())
+    err = capfd.readouterr().err
+    assert err.count("NOTICE from the env's C library") == 1, err  # the parent's probe env
+    assert err.count("NOTICE from the env's Python code") == 1, err

@@ -585,11 +585,8 @@ class RaySampler:
 
 
 def _cpu_copy(policy: ActorCritic) -> ActorCritic:
-    """A CPU copy whose tensors each own their memory.
-
-    The learner's optimizer keeps the parameters as views of one flat vector (see
-    vecpg/learners/optim.py); pickled as they are, every view would carry the whole vector.
-    """
+    """A CPU copy whose tensors each own their memory (a pickled view would carry the whole
+    storage it views)."""
     import copy
 
     duplicate = copy.deepcopy(policy)

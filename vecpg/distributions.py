@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from vecpg.errors import ConfigError
-from vecpg.networks import GradientOf, linear_backward
 
 __all__ = [
     "ActionHead",
@@ -160,25 +159,6 @@ class Categorical(Distribution):
 
     def entropy(self) -> torch.Tensor:
         return _categorical_entropy(self.logits)
-
-    def backward(
-        self, actions: torch.Tensor, grad_log_probs: torch.Tensor, grad_entropy: float = 0.0
-    ) -> torch.Tensor:
-        """dL/d (the raw logits given to the constructor) ``[B, n]``, without autograd, for
-        ``L = Σ_b grad_log_probs[b] · log p(actions[b]) + grad_entropy · Σ_b H_b``.
-
-        With ``p = softmax(z)``: ``d log p(a)/dz = onehot(a) - p`` and
-        ``dH/dz = -p (log p + H)``.
-        """
-        probs = self.logits.exp()
-        weights = grad_log_probs.unsqueeze(-1)
-        grad = probs * -weights
-        indices = self._shift(actions.long(), -self.start).unsqueeze(-1)
-        grad.scatter_add_(-1, indices, weights)
-        if grad_entropy:
-            entropy = _categorical_entropy(self.logits).unsqueeze(-1)
-            grad.sub_(probs * (self.logits + entropy), alpha=grad_entropy)
-        return grad
 
     def mode(self) -> torch.Tensor:
         return self._shift(self.logits.argmax(-1), self.start)
@@ -371,26 +351,6 @@ class DiagGaussian(Distribution):
     def entropy(self) -> torch.Tensor:
         return (0.5 + _HALF_LOG_TWO_PI + self.log_std).sum(-1)
 
-    def backward(
-        self, actions: torch.Tensor, grad_log_probs: torch.Tensor, grad_entropy: float = 0.0
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(dL/d mean, dL/d log_std)``, both ``[B, A]``, without autograd, for
-        ``L = Σ_b grad_log_probs[b] · log p(actions[b]) + grad_entropy · Σ_b H_b``.
-
-        With ``z = (u - mean) / std`` for the Gaussian sample ``u``: ``d log p/d mean =
-        z / std``, ``d log p/d log_std = z² - 1`` and ``dH/d log_std = 1``. A tanh-squashed
-        Gaussian has the same derivatives at ``u = atanh(a)``: its Jacobian term does not
-        depend on mean or log_std.
-        """
-        inverse_std = torch.exp(-self.log_std)
-        normalized = (self._gaussian_samples(actions) - self.mean) * inverse_std
-        weights = grad_log_probs.unsqueeze(-1)
-        grad_mean = normalized * inverse_std * weights
-        grad_log_std = (normalized.square() - 1.0).mul_(weights)
-        if grad_entropy:
-            grad_log_std.add_(grad_entropy)
-        return grad_mean, grad_log_std
-
     def mode(self) -> torch.Tensor:
         return self._to_actions(self.mean.detach())
 
@@ -458,24 +418,6 @@ class ActionHead(nn.Module):
         # F.linear, not self.linear(...): a Module call costs as much as a small matmul.
         return F.linear(features, self.linear.weight, self.linear.bias)
 
-    has_backward = False
-    """Whether :meth:`backward` is implemented (hand-written backprop, vecpg/backprop.py)."""
-
-    def backward(
-        self,
-        features: torch.Tensor,
-        distribution: Any,
-        actions: torch.Tensor,
-        grad_log_probs: torch.Tensor,
-        grad_entropy: float,
-        gradient_of: GradientOf,
-    ) -> torch.Tensor:
-        """Backpropagate ``L = Σ_b grad_log_probs[b] · log p(actions[b]) + grad_entropy ·
-        Σ_b H_b`` through the distribution this head built from ``features`` ``[B, F]``,
-        without autograd: writes the head's parameter gradients into
-        ``gradient_of(parameter)`` and returns dL/d features ``[B, F]``."""
-        raise NotImplementedError(f"{type(self).__name__} has no hand-written backward pass")
-
     def to_env_actions(self, actions: torch.Tensor) -> np.ndarray:
         """Actions for ``env.step``: a numpy array of the space's dtype, ``[B, *shape]``."""
         return actions.detach().cpu().numpy().astype(self.action_space.dtype, copy=False)
@@ -490,14 +432,6 @@ class CategoricalHead(ActionHead):
 
     def forward(self, features: torch.Tensor) -> Categorical:
         return Categorical(self._outputs(features), self.start)
-
-    has_backward = True
-
-    def backward(self, features, distribution, actions, grad_log_probs, grad_entropy, gradient_of):
-        grad_logits = distribution.backward(actions, grad_log_probs, grad_entropy)
-        grad_features = linear_backward(features, grad_logits, self.linear, gradient_of)
-        assert grad_features is not None
-        return grad_features
 
 
 class MultiCategoricalHead(ActionHead):
@@ -606,18 +540,6 @@ class GaussianHead(ActionHead):
         if self.squash:
             return TanhGaussian(mean, log_std, self.action_shape)
         return DiagGaussian(mean, log_std, self.action_shape)
-
-    has_backward = True
-
-    def backward(self, features, distribution, actions, grad_log_probs, grad_entropy, gradient_of):
-        grad_mean, grad_log_std = distribution.backward(actions, grad_log_probs, grad_entropy)
-        # The clamp passes the gradient only inside the bounds (inclusive, as autograd's).
-        low, high = self.log_std_bounds
-        inside = (self.log_std >= low) & (self.log_std <= high)
-        torch.mul(grad_log_std.sum(0), inside, out=gradient_of(self.log_std))
-        grad_features = linear_backward(features, grad_mean, self.linear, gradient_of)
-        assert grad_features is not None
-        return grad_features
 
     def to_env_actions(self, actions: torch.Tensor) -> np.ndarray:
         """Clip (or, with squash, rescale [-1, 1] to the bounds) for the env.

@@ -16,7 +16,7 @@ float features ``[B, out_features]``:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -31,7 +31,6 @@ __all__ = [
     "NatureCNN",
     "ObservationEncoder",
     "activation_class",
-    "linear_backward",
     "orthogonal_init",
 ]
 
@@ -76,57 +75,6 @@ def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2.0)) -> None:
                 nn.init.zeros_(layer.bias)
 
 
-# dL/dx from dL/dy (overwritten) and the activation's output y = f(x), for MLP.backward:
-# tanh' = 1 - y², relu' = [y > 0]. Written from y so the forward pass keeps one tensor.
-# Named functions, not lambdas: policies are pickled (Ray samplers, checkpoints).
-def _tanh_backward(grad: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
-    return grad.addcmul_(grad * outputs, outputs, value=-1.0)
-
-
-def _relu_backward(grad: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
-    return grad.mul_(outputs > 0)
-
-
-_ACTIVATION_BACKWARDS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "tanh": _tanh_backward,
-    "relu": _relu_backward,
-}
-
-GradientOf = Callable[[torch.Tensor], torch.Tensor]
-"""Maps a parameter to the tensor its gradient is written into (hand-written backprop)."""
-
-
-def linear_backward(
-    inputs: torch.Tensor,
-    grad_outputs: torch.Tensor,
-    linear: nn.Linear,
-    gradient_of: GradientOf,
-    grad_inputs: bool = True,
-) -> torch.Tensor | None:
-    """Backward pass of ``outputs = inputs @ W.T + b`` without autograd.
-
-    Writes ``dL/dW = grad_outputs.T @ inputs`` and ``dL/db = grad_outputs.sum(0)`` into
-    ``gradient_of(W)`` and ``gradient_of(b)`` (overwriting them).
-
-    Args:
-        inputs: ``[B, in_features]`` the layer's input.
-        grad_outputs: ``[B, out_features]`` dL/d outputs.
-        linear: the layer.
-        gradient_of: where each parameter's gradient goes.
-        grad_inputs: also return dL/d inputs ``[B, in_features]`` (else None).
-
-    Example:
-        >>> layer = nn.Linear(3, 2)
-        >>> grads = {id(p): torch.empty_like(p) for p in layer.parameters()}
-        >>> _ = linear_backward(torch.ones(4, 3), torch.ones(4, 2), layer, lambda p: grads[id(p)])
-        >>> grads[id(layer.weight)].tolist(), grads[id(layer.bias)].tolist()
-        ([[4.0, 4.0, 4.0], [4.0, 4.0, 4.0]], [4.0, 4.0])
-    """
-    torch.mm(grad_outputs.t(), inputs, out=gradient_of(linear.weight))
-    torch.sum(grad_outputs, 0, out=gradient_of(linear.bias))
-    return torch.mm(grad_outputs, linear.weight) if grad_inputs else None
-
-
 class MLP(nn.Module):
     """Linear layers, each followed by the activation.
 
@@ -162,50 +110,12 @@ class MLP(nn.Module):
         # each submodule's __call__ costs as much as the layer's arithmetic.
         self._linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
         self._activation = _ACTIVATION_FUNCTIONS[activation]
-        self._activation_backward = _ACTIVATION_BACKWARDS.get(activation)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``[B, in_features]`` -> ``[B, out_features]``."""
         for linear in self._linears:
             features = self._activation(F.linear(features, linear.weight, linear.bias))
         return features
-
-    @property
-    def has_backward(self) -> bool:
-        """Whether :meth:`backward` knows this activation's derivative (tanh, relu)."""
-        return self._activation_backward is not None
-
-    def forward_saving(self, features: torch.Tensor) -> list[torch.Tensor]:
-        """The forward pass keeping what :meth:`backward` needs: ``[input, layer 1's
-        output, ..., layer L's output]``, each ``[B, size]``; the last is ``forward``'s."""
-        outputs = [features]
-        for linear in self._linears:
-            outputs.append(self._activation(F.linear(outputs[-1], linear.weight, linear.bias)))
-        return outputs
-
-    def backward(
-        self,
-        outputs: list[torch.Tensor],
-        grad_output: torch.Tensor,
-        gradient_of: GradientOf,
-    ) -> None:
-        """Backpropagate ``grad_output`` (dL/d the MLP's output, ``[B, out_features]``)
-        through the layers without autograd, writing every weight and bias gradient into
-        ``gradient_of(parameter)``.
-
-        Args:
-            outputs: :meth:`forward_saving`'s list for the same batch.
-            grad_output: ``[B, out_features]``; consumed (modified in place).
-            gradient_of: where each parameter's gradient goes.
-        """
-        assert self._activation_backward is not None, "no hand-written derivative for it"
-        grad: torch.Tensor | None = grad_output
-        for layer in reversed(range(len(self._linears))):
-            assert grad is not None
-            grad = self._activation_backward(grad, outputs[layer + 1])
-            grad = linear_backward(
-                outputs[layer], grad, self._linears[layer], gradient_of, grad_inputs=layer > 0
-            )
 
 
 class NatureCNN(nn.Module):

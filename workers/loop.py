@@ -13,12 +13,15 @@ once a second while idle). SIGINT is ignored: Ctrl-C is the parent's to handle.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import select
 import signal
+import sys
 import time
 import traceback
+from collections.abc import Iterator
 from typing import Any
 
 import cloudpickle
@@ -354,6 +357,27 @@ def measure_step_seconds(env: Any, max_steps: int = 64, max_seconds: float = 0.0
     return durations[len(durations) // 2]
 
 
+@contextlib.contextmanager
+def _construction_output_silenced() -> Iterator[None]:
+    """Send file descriptor 2 (Python's stderr and C libraries' alike) to /dev/null.
+
+    The vector env builds one probe env in the parent before any worker starts, so what an
+    env prints while it is built (MuJoCo's compiler deprecation warnings, a library's
+    import-time notice) is shown once per run there; every env built here would repeat it.
+    A failure still reaches the parent: as the raised error, with its traceback.
+    """
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def start_runner(spec: WorkerSpec, shared_buffer: Any) -> EnvRunner:
     """Build the envs of ``spec`` into a runner on the shared arrays (in this process).
 
@@ -361,9 +385,10 @@ def start_runner(spec: WorkerSpec, shared_buffer: Any) -> EnvRunner:
     """
     runner = EnvRunner(spec, Layout(spec.fields).views(shared_buffer))
     try:
-        for env_fn in cloudpickle.loads(spec.env_fns):
-            runner.current_env = runner.stop
-            runner.add_env(env_fn())
+        with _construction_output_silenced():
+            for env_fn in cloudpickle.loads(spec.env_fns):
+                runner.current_env = runner.stop
+                runner.add_env(env_fn())
     except BaseException as error:
         error.vecpg_runner = runner  # type: ignore[attr-defined]  # so the report names the env
         runner.close()

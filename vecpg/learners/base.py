@@ -7,16 +7,19 @@ Learners subclass :class:`Learner` directly (one level of inheritance) and imple
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
 
 import torch
 
 from vecpg.advantages import gae
-from vecpg.backprop import ManualBackprop, PolicyForward
 from vecpg.buffer import RolloutBuffer
-from vecpg.learners.optim import Adam, RMSprop
 from vecpg.policies import ActorCritic
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
@@ -79,9 +82,8 @@ def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
     return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
 
 
-def distribution_stats(distribution: Any) -> dict[str, float]:
-    """log_std and std min/mean/max for Gaussian policies; empty for discrete ones."""
-    log_std = getattr(distribution, "log_std", None)
+def log_std_stats(log_std: torch.Tensor | None) -> dict[str, float]:
+    """log_std and std min/mean/max of a Gaussian policy; empty for discrete ones (None)."""
     if log_std is None:
         return {}
     log_std = log_std.detach()
@@ -113,6 +115,28 @@ def log_prob_check(recomputed: torch.Tensor, stored: torch.Tensor) -> dict[str, 
         }
 
 
+def make_optimizer(parameters: list[torch.nn.Parameter], config: Any) -> torch.optim.Optimizer:
+    """``torch.optim.Adam`` or ``RMSprop`` (alpha 0.99, the A2C paper's and SB3's) per the config.
+
+    Adam runs fused (one kernel over every parameter tensor) where the parameters are
+    float tensors on a CPU or CUDA device, RMSprop with torch's ``foreach`` kernels: a
+    CartPole-sized policy is a dozen small tensors, and a per-tensor loop of small ops
+    costs more than the arithmetic (see benchmarks/TRAINING.md).
+    """
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            parameters, lr=config.learning_rate, alpha=0.99, eps=config.optimizer_eps, foreach=True
+        )
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in parameters)
+    return torch.optim.Adam(
+        parameters,
+        lr=config.learning_rate,
+        eps=config.optimizer_eps,
+        fused=fused or None,
+        foreach=None if fused else True,
+    )
+
+
 class Learner:
     """Base of the learners: builds the optimizer and owns one gradient step.
 
@@ -124,20 +148,20 @@ class Learner:
     def __init__(self, policy: ActorCritic, config: Any) -> None:
         self.policy, self.config = policy, config
         self.initial_learning_rate = config.learning_rate
-        parameters = [p for p in policy.parameters() if p.requires_grad]
-        # vecpg's own Adam/RMSprop (same update rules as torch.optim): see optim.py for why.
-        if config.optimizer == "rmsprop":
-            # A2C paper / SB3 settings: alpha 0.99.
-            self.optimizer: Adam | RMSprop = RMSprop(
-                parameters, lr=config.learning_rate, alpha=0.99, eps=config.optimizer_eps
-            )
-        else:
-            self.optimizer = Adam(parameters, lr=config.learning_rate, eps=config.optimizer_eps)
+        self.parameters = [p for p in policy.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.parameters, config)
         self.progress = 0.0
-        # Gradient steps without autograd where the policy allows (see vecpg/backprop.py).
-        self.backprop = (
-            ManualBackprop.for_policy(policy, self.optimizer) if config.manual_backprop else None
-        )
+
+    def compiled(self, function: Callable[P, R]) -> Callable[P, R]:
+        """``torch.compile(function)`` with ``config.compile``, else ``function`` itself.
+
+        Learners compile their loss (policy forward and loss terms; autograd then runs the
+        compiled backward graph). Compiling takes seconds to minutes on the first update,
+        so it pays on long runs and GPUs, not on a CartPole solve.
+        """
+        if not self.config.compile:
+            return function
+        return torch.compile(function)
 
     def set_progress(self, fraction: float) -> None:
         """Tell the learner how much of training is done (0..1); drives LR annealing."""
@@ -159,23 +183,15 @@ class Learner:
         """
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else math.inf
-        return self.optimizer.clip_and_step(max_norm)
-
-    def manual_gradient_step(
-        self,
-        forward: PolicyForward,
-        grad_log_probs: torch.Tensor,
-        grad_values: torch.Tensor,
-        grad_entropy: float,
-    ) -> torch.Tensor:
-        """:meth:`gradient_step` for a loss whose derivatives with respect to the policy's
-        outputs are given (see :meth:`ManualBackprop.backward`); returns the norm before
-        clipping."""
-        assert self.backprop is not None
-        gradient = self.backprop.backward(forward, grad_log_probs, grad_values, grad_entropy)
-        max_norm = self.config.max_grad_norm if self.config.max_grad_norm > 0 else math.inf
-        return self.optimizer.clip_and_step(max_norm, gradient)
+        if self.config.max_grad_norm > 0:
+            norm = torch.nn.utils.clip_grad_norm_(
+                self.parameters, self.config.max_grad_norm, foreach=True
+            )
+        else:
+            gradients = [p.grad for p in self.parameters if p.grad is not None]
+            norm = torch.nn.utils.get_total_norm(gradients, foreach=True)
+        self.optimizer.step()
+        return norm
 
     def check_log_probs(self, observations: Any, actions: torch.Tensor, stored: torch.Tensor):
         """Recompute log-probs before any gradient step (the action/log_prob match check).
@@ -195,5 +211,7 @@ class Learner:
         return {"optimizer": self.optimizer.state_dict(), "progress": self.progress}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])
+        # A copy: torch.optim keeps some of the given tensors (Adam's step counts) as its
+        # own state, so training on would change the caller's dict (a loaded checkpoint).
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
         self.set_progress(state["progress"])

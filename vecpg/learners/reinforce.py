@@ -14,21 +14,68 @@ bootstrap from, even with a baseline: the baseline only reduces variance).
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import torch
 
 from vecpg.advantages import mc_returns
 from vecpg.buffer import RolloutBuffer
 from vecpg.learners.base import (
     Learner,
-    distribution_stats,
     explained_variance,
     log_prob_check,
+    log_std_stats,
     rollout_counts,
 )
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / count
+class REINFORCELoss(NamedTuple):
+    """The loss of one rollout and its named terms (scalars; ``value_loss`` is 0 without a
+    baseline)."""
+
+    loss: torch.Tensor
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor
+    entropy_bonus: torch.Tensor
+
+
+def reinforce_loss(
+    log_probs: torch.Tensor,
+    entropies: torch.Tensor,
+    values: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    complete: torch.Tensor,
+    config: Any,
+) -> REINFORCELoss:
+    """REINFORCE's loss over the complete steps (``complete`` ``[B]`` bool), all ``[B]``.
+
+    ``policy_loss = -mean(A · log π(a|s))`` with ``A = G`` (or ``G - V`` with a baseline,
+    given as ``advantages``), ``value_loss = 0.5 · mean((V - G)²)`` when
+    ``config.use_baseline``, ``entropy_bonus = mean(H)``; every mean is over complete steps.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> config = SimpleNamespace(use_baseline=False, vf_coef=0.5, ent_coef=0.0)
+        >>> ones, complete = torch.ones(2), torch.tensor([True, False])
+        >>> reinforce_loss(-ones, ones, ones, torch.tensor([3.0, 9.0]), ones, complete, config).loss
+        tensor(3.)
+    """
+    mask = complete.to(log_probs.dtype)
+    count = mask.sum().clamp(min=1.0)
+
+    def masked_mean(values: torch.Tensor) -> torch.Tensor:
+        return (values * mask).sum() / count
+
+    policy_loss = -masked_mean(advantages * log_probs)
+    entropy_bonus = masked_mean(entropies)
+    value_loss = (
+        0.5 * masked_mean((values - returns).square())
+        if config.use_baseline
+        else torch.zeros_like(policy_loss)
+    )
+    loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy_bonus
+    return REINFORCELoss(loss, policy_loss, value_loss, entropy_bonus)
 
 
 class REINFORCE(Learner):
@@ -41,10 +88,8 @@ class REINFORCE(Learner):
                 buffer.rewards, buffer.terminations, buffer.truncations, config.gamma
             )
         returns, complete = returns.reshape(-1), complete.reshape(-1)
-        mask = complete.to(returns.dtype)
-        count = mask.sum().clamp(min=1.0)
         metrics = rollout_counts(buffer)
-        metrics["complete_fraction"] = float(mask.mean())
+        metrics["complete_fraction"] = float(complete.float().mean())
         complete_returns = returns[complete]
         if complete_returns.numel():
             metrics["return_mean"] = float(complete_returns.mean())
@@ -56,7 +101,7 @@ class REINFORCE(Learner):
         old_log_probs = buffer.log_probs.reshape(-1)
         # This forward pass precedes the only gradient step, so it is the match check.
         metrics.update(log_prob_check(log_probs, old_log_probs))
-        metrics.update(distribution_stats(distribution))
+        metrics.update(log_std_stats(getattr(distribution, "log_std", None)))
         if not complete.any():
             # No episode ended in this rollout: nothing unbiased to learn from.
             metrics.update(learning_rate=self.learning_rate, grad_norm=0.0)
@@ -69,21 +114,17 @@ class REINFORCE(Learner):
             if config.normalize_advantages and int(complete.sum()) > 1:
                 selected = advantages[complete]
                 advantages = (advantages - selected.mean()) / (selected.std() + 1e-8)
-        policy_loss = -_masked_mean(advantages * log_probs, mask, count)
         assert entropy is not None
-        entropy_bonus = _masked_mean(entropy, mask, count)
-        loss = policy_loss - config.ent_coef * entropy_bonus
+        terms = reinforce_loss(log_probs, entropy, values, advantages, returns, complete, config)
         if config.use_baseline:
-            value_loss = 0.5 * _masked_mean((values - returns).square(), mask, count)
-            loss = loss + config.vf_coef * value_loss
-            metrics["value_loss"] = float(value_loss.detach())
+            metrics["value_loss"] = float(terms.value_loss.detach())
             metrics["explained_variance"] = explained_variance(
                 values.detach()[complete], returns[complete]
             )
-        grad_norm = self.gradient_step(loss)
+        grad_norm = self.gradient_step(terms.loss)
         metrics.update(
-            policy_loss=float(policy_loss.detach()),
-            entropy=float(entropy_bonus.detach()),
+            policy_loss=float(terms.policy_loss.detach()),
+            entropy=float(terms.entropy_bonus.detach()),
             grad_norm=float(grad_norm),
             learning_rate=self.learning_rate,
         )

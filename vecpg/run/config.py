@@ -6,12 +6,13 @@ the CLI, config files and the library share one source of truth.
 
 Precedence when resolving a configuration (lowest first): the field default, the
 algorithm's defaults (:data:`ALGO_DEFAULTS`), the env family's preset
-(:mod:`vecpg.run.env_presets`), the config file, the command line.
+(:mod:`vecpg.run.presets`; ``preset: none`` skips it), the config file, the command line.
+The resolved ``preset`` is the family that applied, or ``none``.
 
 Example:
     >>> config = resolve_config(cli_values={"algo": "a2c", "seed": 3})
-    >>> config.algo, config.seed, config.optimizer
-    ('a2c', 3, 'rmsprop')
+    >>> config.algo, config.seed, config.optimizer, config.preset
+    ('a2c', 3, 'rmsprop', 'classic-control')
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vecpg.atari import is_atari_id
 from vecpg.errors import ConfigError
-from vecpg.run.env_presets import PRESET_CHOICES, family_of, preset_values
+from vecpg.run import presets
 
 ALGORITHMS = ("ppo", "a2c", "reinforce")
 SEED_MAX = 2**32 - 1  # np.random.seed takes 32-bit seeds
@@ -59,11 +61,10 @@ class TrainConfig:
     )
     algo: str = _field("ppo", "learning algorithm", choices=ALGORITHMS)
     preset: str = _field(
-        "auto",
-        "env-family defaults between the algorithm's and your options: auto picks by env id "
-        "(atari for ALE ids: CleanRL's ppo_atari, rl-zoo's A2C, a shared NatureCNN), none "
-        "keeps the algorithm's; config.yaml records the one applied (see vecpg.run.env_presets)",
-        choices=PRESET_CHOICES,
+        presets.AUTO,
+        "tuned hyperparameters for the env's family (auto), none (plain defaults), or a "
+        f"family: {', '.join(presets.FAMILIES)} (vecpg/run/presets.py cites each source); "
+        "config files and flags override it, config.yaml records the one that applied",
     )
     seed: int = _field(1, "seed for torch, numpy, python and the envs (same seed, same run on CPU)")
     total_steps: int = _field(200_000, "env steps (summed over envs) to train for")
@@ -141,10 +142,10 @@ class TrainConfig:
     optimizer: str = _field("adam", "optimizer", choices=("adam", "rmsprop"))
     optimizer_eps: float = _field(1e-5, "epsilon of the optimizer")
     max_grad_norm: float = _field(0.5, "clip the global gradient norm to this (0: no clipping)")
-    manual_backprop: bool = _field(
-        True,
-        "MLP policies on non-image observations: hand-written backward pass instead of "
-        "autograd (the same gradients, about 2x faster gradient steps on a CPU)",
+    compile: bool = _field(
+        False,
+        "PPO and A2C: torch.compile the loss (policy forward and loss terms); the first update "
+        "compiles for seconds to minutes, so it pays on long runs and GPUs",
     )
     num_epochs: int = _field(4, "PPO epochs per rollout")
     num_minibatches: int = _field(2, "PPO minibatches per epoch over the flattened T*N batch")
@@ -224,6 +225,8 @@ def _coerce(name: str, value: Any) -> Any:
     """Convert a file/CLI value to the field's type, or raise a one-line ConfigError."""
     kind = str(_TYPES[name])
     optional = "None" in kind
+    if name == "preset" and isinstance(value, str):
+        return value  # "none" is a preset name here, not an empty value
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
         if optional:
             return None
@@ -348,18 +351,26 @@ def resolve_config(
     algo = cli_values.get("algo", file_values.get("algo", TrainConfig.algo))
     if algo not in ALGORITHMS:
         raise ConfigError(f"algo must be one of {', '.join(ALGORITHMS)} (got {algo!r})")
-    values: dict[str, Any] = dict(ALGO_DEFAULTS[algo])
+    env = cli_values.get("env", file_values.get("env", TrainConfig.env))
     preset = cli_values.get("preset", file_values.get("preset", TrainConfig.preset))
-    if preset == "auto":
-        preset = family_of(str(cli_values.get("env", file_values.get("env", TrainConfig.env))))
-    values.update(preset_values(preset, algo))
-    values["preset"] = preset
+    preset_name, preset_values = presets.preset_values(str(preset), str(env), algo)
+    values: dict[str, Any] = {**ALGO_DEFAULTS[algo], **preset_values}
     for source in (file_values, cli_values):
-        values.update(
-            {name: _coerce(name, value) for name, value in source.items() if name != "preset"}
-        )
+        values.update({name: _coerce(name, value) for name, value in source.items()})
+    values["preset"] = preset_name
     config = TrainConfig(**values)
-    validate(config)
+    try:
+        validate(config)
+    except ConfigError as error:
+        # A preset value that clashes with the user's own (num_minibatches against a
+        # smaller rollout) would otherwise be an error about an option never given.
+        unset = [name for name in preset_values if name not in file_values | cli_values]
+        if any(str(error).startswith(f"{name} ") for name in unset):
+            raise ConfigError(
+                f"{error}; the value comes from the {preset_name} preset: set it too, "
+                "or use --preset none"
+            ) from None
+        raise
     return config
 
 
@@ -402,7 +413,7 @@ def validate(config: TrainConfig) -> None:
         f"step_timeout must be > 0 seconds (got {c.step_timeout})",
     )
     _check(
-        c.vector != "native" or family_of(c.env) == "atari",
+        c.vector != "native" or c.preset == "atari" or is_atari_id(c.env),
         f"vector native needs an env family with its own vector env (Atari: ALE/<Game>-v5), "
         f"not {c.env!r}; use vector subproc or sync",
     )

@@ -1,0 +1,315 @@
+"""Learning quality of ``vecpg train --env X`` with X's preset, beside published figures.
+
+    python benchmarks/quality.py                           # every cell of the table, 3 seeds
+    python benchmarks/quality.py --envs CartPole-v1 Acrobot-v1 --algos ppo a2c
+    python benchmarks/quality.py --report                  # print the table from the results
+
+Every cell (env, algo, seed) is one fresh ``vecpg train --env ENV --algo ALGO --seed SEED``
+process, with no hyperparameter flag (the env's preset decides; ``--run-dir``, ``--quiet``
+and ``--no-tensorboard`` only say where and how to run), at the preset's step budget. Its
+final return is the ``episode_return_mean`` of the last metrics row: the mean return of
+the last 20 training episodes (stochastic policy). Each cell appends one JSON line to the
+results file as it finishes, so an interrupted table resumes where it stopped (finished
+cells are skipped; ``--rerun`` runs them again).
+
+The random-policy score of each env (uniform random actions, ``--random-episodes``
+episodes, seeded) is measured once and stored in the same file; the normalized score is
+``(vecpg - random) / (published - random)`` (the acceptance target is >= 0.9).
+Learning curves: ``vecpg plot`` over the run dirs under ``--runs-dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ENVS = [
+    "CartPole-v1",
+    "Acrobot-v1",
+    "LunarLander-v3",
+    "Pendulum-v1",
+    "HalfCheetah-v5",
+    "Hopper-v5",
+    "Walker2d-v5",
+]
+ALGOS = ["ppo", "a2c"]
+
+# Published figures: (mean, std, budget in env steps, source). rl-zoo's benchmark.md
+# evaluates one trained agent deterministically on older env versions (v2/v3/v0); vecpg
+# reports the last 20 training episodes of a stochastic policy, mean over seeds.
+_ZOO = "rl-zoo benchmark.md @ 02a1a901"
+PUBLISHED: dict[tuple[str, str], tuple[float, float, int, str]] = {
+    ("CartPole-v1", "ppo"): (500.0, 0.0, 100_000, _ZOO),
+    ("CartPole-v1", "a2c"): (500.0, 0.0, 500_000, _ZOO),
+    ("Acrobot-v1", "ppo"): (-73.506, 18.201, 1_000_000, _ZOO),
+    ("Acrobot-v1", "a2c"): (-83.353, 17.213, 500_000, _ZOO),
+    ("LunarLander-v3", "ppo"): (242.119, 31.823, 1_000_000, f"{_ZOO} (LunarLander-v2)"),
+    ("LunarLander-v3", "a2c"): (155.751, 80.419, 200_000, f"{_ZOO} (LunarLander-v2)"),
+    ("Pendulum-v1", "ppo"): (-169.887, 104.904, 2_000_000, f"{_ZOO} (Pendulum-v0)"),
+    ("Pendulum-v1", "a2c"): (-162.965, 103.210, 1_000_000, f"{_ZOO} (Pendulum-v0)"),
+    ("HalfCheetah-v5", "ppo"): (
+        5819.0,
+        664.0,
+        1_000_000,
+        "rl-zoo PPO HalfCheetah-v3, tuned, normalized (benchmarks/TRAINING.md)",
+    ),
+    ("HalfCheetah-v5", "a2c"): (
+        3041.0,
+        157.0,
+        1_000_000,
+        "rl-zoo A2C HalfCheetah-v3, normalized (benchmarks/TRAINING.md)",
+    ),
+}
+RESULT_KINDS = ("cell", "random")
+
+
+def versions() -> dict[str, str | None]:
+    """The versions every figure depends on, and the commit of vecpg that ran it."""
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("torch", "gymnasium", "numpy", "mujoco", "box2d", "box2d-py", "Box2D"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=HERE,
+        ).stdout.strip()
+        found["vecpg_commit"] = commit or None
+    except (OSError, subprocess.SubprocessError):
+        found["vecpg_commit"] = None
+    return found
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    with path.open() as stream:
+        return [json.loads(line) for line in stream if line.strip()]
+
+
+def append_result(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as stream:
+        stream.write(json.dumps(result) + "\n")
+        stream.flush()
+
+
+def train_command(env: str, algo: str, seed: int, run_dir: Path) -> list[str]:
+    """``vecpg train`` with the env's preset and nothing else that changes the training."""
+    return [
+        sys.executable, "-m", "vecpg", "train", "--env", env, "--algo", algo,
+        "--seed", str(seed), "--run-dir", str(run_dir), "--quiet", "--no-tensorboard",
+    ]  # fmt: skip
+
+
+def last_row(metrics: Path) -> dict[str, str] | None:
+    import csv
+
+    if not metrics.exists():
+        return None
+    with metrics.open(newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    return rows[-1] if rows else None
+
+
+def run_cell(env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float) -> dict[str, Any]:
+    """Train one (env, algo, seed) in a fresh process; the result line for the file."""
+    run_dir = runs_dir / f"{env}__{algo}__{seed}"
+    if run_dir.exists():  # a cell cut short earlier starts over
+        import shutil
+
+        shutil.rmtree(run_dir)
+    command = train_command(env, algo, seed, run_dir)
+    environment = versions()  # of the code that runs, before a checkout can move on
+    started = time.perf_counter()
+    try:
+        completed = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_s, cwd=runs_dir
+        )
+        returncode, stderr = completed.returncode, completed.stderr
+    except subprocess.TimeoutExpired as error:
+        returncode = None
+        stderr = error.stderr.decode() if isinstance(error.stderr, bytes) else str(error.stderr)
+    wall_s = time.perf_counter() - started
+    row = last_row(run_dir / "metrics.csv")
+    final = float(row["episode_return_mean"]) if row else math.nan
+    config = {}
+    if (run_dir / "config.yaml").exists():
+        import yaml
+
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    return {
+        "kind": "cell",
+        "env": env,
+        "algo": algo,
+        "seed": seed,
+        "final_return": final,
+        "global_step": int(row["global_step"]) if row else 0,
+        "total_steps": config.get("total_steps"),
+        "preset": config.get("preset"),
+        "wall_s": round(wall_s, 1),
+        "returncode": returncode,
+        "error": None if returncode == 0 else stderr.strip().splitlines()[-1:] or ["timeout"],
+        "command": " ".join(command),
+        "run_dir": str(run_dir),
+        "versions": environment,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def random_score(env: str, episodes: int, seed: int = 0) -> dict[str, Any]:
+    """Mean undiscounted return of uniform random actions over ``episodes`` episodes."""
+    import gymnasium as gym
+
+    environment = gym.make(env)
+    environment.action_space.seed(seed)
+    returns = []
+    for episode in range(episodes):
+        environment.reset(seed=seed + episode)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = environment.step(
+                environment.action_space.sample()
+            )
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    environment.close()
+    return {
+        "kind": "random",
+        "env": env,
+        "mean": statistics.fmean(returns),
+        "std": statistics.pstdev(returns),
+        "episodes": episodes,
+    }
+
+
+def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (env, algo) with measured cells: mean/std over seeds, published,
+    random and normalized scores."""
+    randoms = {r["env"]: r["mean"] for r in results if r["kind"] == "random"}
+    cells: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for result in results:  # the latest line of a cell wins (a rerun replaces it)
+        if result["kind"] == "cell":
+            cells.setdefault((result["env"], result["algo"]), {})[result["seed"]] = result
+    rows = []
+    for (env, algo), by_seed in sorted(cells.items(), key=lambda item: ENVS.index(item[0][0])):
+        done = [cell for cell in by_seed.values() if cell["returncode"] == 0]
+        finals = [cell["final_return"] for cell in done if math.isfinite(cell["final_return"])]
+        mean = statistics.fmean(finals) if finals else math.nan
+        std = statistics.pstdev(finals) if len(finals) > 1 else math.nan
+        published = PUBLISHED.get((env, algo))
+        random = randoms.get(env)
+        normalized = math.nan
+        if published is not None and random is not None and finals:
+            normalized = (mean - random) / (published[0] - random)
+        rows.append(
+            {
+                "env": env,
+                "algo": algo,
+                "seeds": sorted(cell["seed"] for cell in done),
+                "finals": [round(cell["final_return"], 1) for cell in done],
+                "mean": mean,
+                "std": std,
+                "steps": sorted({cell["global_step"] for cell in done}),
+                "wall_s": [cell["wall_s"] for cell in done],
+                "published": published,
+                "random": random,
+                "normalized": normalized,
+                "failed": [cell["seed"] for cell in by_seed.values() if cell["returncode"] != 0],
+            }
+        )
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| env | algo | steps | vecpg mean ± std (seeds) | per seed | published (budget) "
+        "| random | normalized | wall s per run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        published = row["published"]
+        shown = f"{published[0]:g} ± {published[1]:g} ({published[2]:,})" if published else "-"
+        normalized = "-" if math.isnan(row["normalized"]) else f"{row['normalized']:.2f}"
+        std = "-" if math.isnan(row["std"]) else f"{row['std']:.1f}"
+        random = "-" if row["random"] is None else f"{row['random']:.1f}"
+        lines.append(
+            f"| {row['env']} | {row['algo']} | {', '.join(f'{s:,}' for s in row['steps'])} "
+            f"| {row['mean']:.1f} ± {std} ({len(row['seeds'])}) "
+            f"| {' '.join(str(f) for f in row['finals'])} | {shown} | {random} | {normalized} "
+            f"| {' '.join(f'{w:.0f}' for w in row['wall_s'])} |"
+        )
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--envs", nargs="+", default=ENVS)
+    parser.add_argument("--algos", nargs="+", default=ALGOS, choices=ALGOS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--random-episodes", type=int, default=20)
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=HERE / "results" / "quality.jsonl",
+        help="JSON lines, one per finished cell (appended; read to resume)",
+    )
+    parser.add_argument("--runs-dir", type=Path, default=HERE / "results" / "quality_runs")
+    parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds per run")
+    parser.add_argument("--rerun", action="store_true", help="run finished cells again")
+    parser.add_argument("--report", action="store_true", help="only print the table")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.report:
+        args.runs_dir.mkdir(parents=True, exist_ok=True)
+        results = read_results(args.results)
+        scored = {r["env"] for r in results if r["kind"] == "random"}
+        for env in args.envs:
+            if env not in scored:
+                append_result(args.results, random_score(env, args.random_episodes))
+        # seed-major order: the first seed of every cell before the second of any
+        for seed in args.seeds:
+            for env in args.envs:
+                for algo in args.algos:
+                    done = any(
+                        r["kind"] == "cell"
+                        and (r["env"], r["algo"], r["seed"]) == (env, algo, seed)
+                        and r["returncode"] == 0
+                        for r in read_results(args.results)
+                    )
+                    if done and not args.rerun:
+                        continue
+                    result = run_cell(env, algo, seed, args.runs_dir, args.timeout)
+                    append_result(args.results, result)
+                    print(
+                        f"{env} {algo} seed {seed}: final {result['final_return']:.1f} "
+                        f"at {result['global_step']:,} steps in {result['wall_s']:.0f} s"
+                        + (f" (failed: {result['error']})" if result["returncode"] != 0 else ""),
+                        flush=True,
+                    )
+    print(markdown(summarize(read_results(args.results))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
