@@ -101,7 +101,7 @@ def test_a_named_family_applies_to_any_env_and_unknown_names_are_errors():
     config = resolve_config(cli_values={"env": "CartPole-v1", "preset": "mujoco"})
     assert config.preset == "mujoco" and config.num_minibatches == 32
     with pytest.raises(ConfigError, match="preset must be auto, none or one of"):
-        resolve_config(cli_values={"preset": "atari"})
+        resolve_config(cli_values={"preset": "no-such-family"})
 
 
 def test_a_registered_family_is_found_by_env(monkeypatch):
