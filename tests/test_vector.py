@@ -17,6 +17,7 @@ import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from tests.fixture_envs import DictTupleEnv, TextEnv
+from tests.fresh_python import run_python
 from vecpg import SubprocVectorEnv, make_vec
 from vecpg.vector.env import spin_seconds_for
 
@@ -355,10 +356,17 @@ def cartpole_that_prints_when_built():
 
 
 @pytest.mark.parametrize("num_workers", [1, 2])
-def test_what_envs_print_while_built_is_shown_once_per_vector_env(num_workers, capfd):
-    with SubprocVectorEnv([cartpole_that_prints_when_built] * 6, num_workers=num_workers) as envs:
-        envs.reset(seed=0)
-        envs.step(envs.action_space.sample())
-    err = capfd.readouterr().err
-    assert err.count("NOTICE from the env's C library") == 1, err  # the parent's probe env
-    assert err.count("NOTICE from the env's Python code") == 1, err
+def test_what_envs_print_while_built_is_shown_once_per_vector_env(num_workers):
+    # A fresh interpreter: its fork server, and so every worker, writes to the stderr we read.
+    code = (
+        "from tests.test_vector import cartpole_that_prints_when_built as make\n"
+        "from vecpg import SubprocVectorEnv\n"
+        "if __name__ == '__main__':\n"
+        f"    with SubprocVectorEnv([make] * 6, num_workers={num_workers}) as envs:\n"
+        "        envs.reset(seed=0)\n"
+        "        envs.step(envs.action_space.sample())\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("NOTICE from the env's C library") == 1, result.stderr
+    assert result.stderr.count("NOTICE from the env's Python code") == 1, result.stderr

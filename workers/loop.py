@@ -361,9 +361,9 @@ def measure_step_seconds(env: Any, max_steps: int = 64, max_seconds: float = 0.0
 def _construction_output_silenced() -> Iterator[None]:
     """Send file descriptor 2 (Python's stderr and C libraries' alike) to /dev/null.
 
-    The vector env builds one probe env in the parent before any worker starts, so what an
-    env prints while it is built (MuJoCo's compiler deprecation warnings, a library's
-    import-time notice) is shown once per run there; every env built here would repeat it.
+    The probe worker builds env 0 first, with its output shown, so what an env prints while
+    it is built (MuJoCo's compiler deprecation warnings, a library's import-time notice) is
+    shown once per vector env; every env built here would repeat it.
     A failure still reaches the parent: as the raised error, with its traceback.
     """
     sys.stderr.flush()
