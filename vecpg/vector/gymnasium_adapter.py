@@ -60,23 +60,27 @@ class GymnasiumVectorAdapter(gym.vector.VectorWrapper):
 
     def step(self, actions: Any) -> Any:
         observations, rewards, terminations, truncations, infos = self.env.step(actions)
-        self._running_returns += rewards
-        self._running_lengths += 1
         ended = np.logical_or(terminations, truncations)
         if self.own_statistics:
             self._statistics_from_infos(infos)
         else:
-            self.episode_ended[:] = ended
-            self.episode_returns[:] = np.where(ended, self._running_returns, 0.0)
-            self.episode_lengths[:] = np.where(ended, self._running_lengths, 0)
-        self._running_returns[ended] = 0.0
-        self._running_lengths[ended] = 0
+            self._count_episodes(rewards, ended)
         self.has_final_observation[:] = infos.get("_final_obs", ended)
         self.final_observations = map_tree(np.copy, observations)
         for index in np.flatnonzero(self.has_final_observation):
             final = infos["final_obs"][index]
             self.final_observations = _set_row(self.final_observations, int(index), final)
         return observations, rewards, terminations, truncations, infos
+
+    def _count_episodes(self, rewards: np.ndarray, ended: np.ndarray) -> None:
+        """Add one step's ``[N]`` rewards to the running episodes; report those that ``ended``."""
+        self._running_returns += rewards
+        self._running_lengths += 1
+        self.episode_ended[:] = ended
+        self.episode_returns[:] = np.where(ended, self._running_returns, 0.0)
+        self.episode_lengths[:] = np.where(ended, self._running_lengths, 0)
+        self._running_returns[ended] = 0.0
+        self._running_lengths[ended] = 0
 
     def _statistics_from_infos(self, infos: dict[str, Any]) -> None:
         # SAME_STEP puts an ended env's last info under "final_info"; other modes do not.

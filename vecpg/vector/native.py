@@ -21,6 +21,7 @@ import numpy as np
 
 from vecpg.atari import is_atari_id, require_ale
 from vecpg.errors import ConfigError
+from vecpg.vector.gymnasium_adapter import GymnasiumVectorAdapter
 
 # make_env's options -> AtariVectorEnv's
 _ATARI_OPTIONS = {
@@ -33,7 +34,7 @@ _ATARI_OPTIONS = {
 }
 
 
-class AtariGameStatistics(gym.vector.VectorWrapper):
+class AtariGameStatistics(GymnasiumVectorAdapter):
     """Game scores, final observations and clipped rewards on ``ale_py.AtariVectorEnv``.
 
     The wrapped env runs in SAME_STEP autoreset mode with ``life_loss_info=True`` (a lost
@@ -47,25 +48,13 @@ class AtariGameStatistics(gym.vector.VectorWrapper):
     """
 
     def __init__(self, env: gym.vector.VectorEnv, clip_rewards: bool = True) -> None:
-        super().__init__(env)
-        n = env.num_envs
+        super().__init__(env, own_statistics=False)
         self.clip_rewards = clip_rewards
-        self._lives = np.zeros(n, dtype=np.int64)
-        self._running_returns = np.zeros(n, dtype=np.float64)
-        self._running_lengths = np.zeros(n, dtype=np.int64)
-        self.episode_returns = np.zeros(n, dtype=np.float64)
-        self.episode_lengths = np.zeros(n, dtype=np.int64)
-        self.episode_ended = np.zeros(n, dtype=bool)
-        self.has_final_observation = np.zeros(n, dtype=bool)
-        self.final_observations: Any = None
+        self._lives = np.zeros(env.num_envs, dtype=np.int64)
 
     def reset(self, *, seed: Any = None, options: Any = None) -> Any:
-        observations, infos = self.env.reset(seed=seed, options=options)
+        observations, infos = super().reset(seed=seed, options=options)
         self._lives[:] = infos["lives"]
-        self._running_returns[:] = 0.0
-        self._running_lengths[:] = 0
-        self.episode_ended[:] = False
-        self.has_final_observation[:] = False
         return observations, infos
 
     def step(self, actions: Any) -> Any:
@@ -73,13 +62,7 @@ class AtariGameStatistics(gym.vector.VectorWrapper):
         lives = infos["lives"]
         game_over = truncations | (terminations & (lives >= self._lives))
         self._lives[:] = lives
-        self._running_returns += rewards
-        self._running_lengths += 1
-        self.episode_ended[:] = game_over
-        self.episode_returns[:] = np.where(game_over, self._running_returns, 0.0)
-        self.episode_lengths[:] = np.where(game_over, self._running_lengths, 0)
-        self._running_returns[game_over] = 0.0
-        self._running_lengths[game_over] = 0
+        self._count_episodes(rewards, game_over)
         ended = terminations | truncations
         self.has_final_observation[:] = ended
         self.final_observations = infos["final_obs"] if ended.any() else observations
