@@ -413,7 +413,7 @@ def validate(config: TrainConfig) -> None:
         f"step_timeout must be > 0 seconds (got {c.step_timeout})",
     )
     _check(
-        c.vector != "native" or c.preset == "atari" or is_atari_id(c.env),
+        c.vector != "native" or is_atari_id(c.env),
         f"vector native needs an env family with its own vector env (Atari: ALE/<Game>-v5), "
         f"not {c.env!r}; use vector subproc or sync",
     )
