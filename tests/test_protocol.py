@@ -24,16 +24,16 @@ def pipe():
 def test_bare_done_and_small_payloads_round_trip(pipe):
     read_fd, write_fd = pipe
     protocol.write_message(write_fd, protocol.frame(protocol.DONE))
-    protocol.write_message(write_fd, protocol.frame(protocol.DONE_WITH_PAYLOAD, b"abc"))
+    protocol.write_message(write_fd, protocol.frame(protocol.DONE, b"abc"))
     protocol.write_message(write_fd, protocol.frame(protocol.STEP))
     assert protocol.read_message(read_fd) == (protocol.DONE, b"")
-    assert protocol.read_message(read_fd) == (protocol.DONE_WITH_PAYLOAD, b"abc")
+    assert protocol.read_message(read_fd) == (protocol.DONE, b"abc")
     assert protocol.read_message(read_fd) == (protocol.STEP, b"")
 
 
 def test_a_header_split_across_writes_is_reassembled(pipe):
     read_fd, write_fd = pipe
-    message = protocol.frame(protocol.DONE_WITH_PAYLOAD, b"payload")
+    message = protocol.frame(protocol.DONE, b"payload")
     results: list = []
     reader = threading.Thread(target=lambda: results.append(protocol.read_message(read_fd)))
     os.write(write_fd, message[:2])  # half a header: the reader must wait for the rest
@@ -41,7 +41,7 @@ def test_a_header_split_across_writes_is_reassembled(pipe):
     os.write(write_fd, message[2:5])
     os.write(write_fd, message[5:])
     reader.join(timeout=10)
-    assert results == [(protocol.DONE_WITH_PAYLOAD, b"payload")]
+    assert results == [(protocol.DONE, b"payload")]
 
 
 def test_a_payload_larger_than_the_pipe_buffer_arrives_whole(pipe):

@@ -397,34 +397,38 @@ def start_runner(spec: WorkerSpec, shared_buffer: Any) -> EnvRunner:
     return runner
 
 
-def handle(runner: EnvRunner, tag: bytes, payload: bytes) -> bytes | None:
-    """Carry out one command; return the framed answer (None for CLOSE)."""
+def handle(runner: EnvRunner, tag: bytes, payload: bytes) -> tuple[bytes, Any] | None:
+    """Carry out one command; return the answer ``(tag, value)`` (None for CLOSE).
+
+    The answer stays an object until :func:`encode` frames it for the pipe, so the parent's
+    own share (:class:`vecpg.vector.worker_pool.LocalWorker`) skips pickling altogether.
+    """
     if tag == protocol.STEP_ALL or tag == protocol.STEP:
         runner.phase = "step"
         reply = runner.step(pickle.loads(payload) if payload else None, tag == protocol.STEP_ALL)
-        return _DONE if reply is None else _payload(reply)
+        return protocol.DONE, reply
     if tag == protocol.RESET:
         runner.phase = "reset"
         seeds, options, mask = pickle.loads(payload)
-        return _payload(runner.reset(seeds, options, mask))
+        return protocol.DONE, runner.reset(seeds, options, mask)
     if tag == protocol.CALL:
         runner.phase = "call"
         name, args, kwargs = cloudpickle.loads(payload)
-        return _payload(runner.call(name, args, kwargs))
+        return protocol.DONE, runner.call(name, args, kwargs)
     if tag == protocol.SET_ATTR:
         runner.phase = "set_attr"
         name, values = cloudpickle.loads(payload)
         runner.set_attr(name, values)
-        return _DONE
+        return protocol.DONE, None
     if tag == protocol.CLOSE:
         return None
     raise RuntimeError(f"unknown command tag {tag!r}")
 
 
-def failure_frame(spec: WorkerSpec, runner: EnvRunner | None, error: BaseException) -> bytes:
-    """The FAILED answer for ``error``, naming the env, the phase and the traceback."""
+def failure(spec: WorkerSpec, runner: EnvRunner | None, error: BaseException) -> Failure:
+    """The report of ``error``: the env, the phase and the traceback."""
     runner = runner or getattr(error, "vecpg_runner", None)
-    failure = Failure(
+    return Failure(
         worker_index=spec.worker_index,
         env_index=None if runner is None else runner.current_env,
         exception_type=type(error).__name__,
@@ -433,7 +437,6 @@ def failure_frame(spec: WorkerSpec, runner: EnvRunner | None, error: BaseExcepti
         phase="construct" if runner is None else runner.phase,
         exception_class=_pickled_class(type(error)),
     )
-    return protocol.frame(protocol.FAILED, pickle.dumps(failure))
 
 
 def _pickled_class(exception_type: type) -> bytes | None:
@@ -444,8 +447,9 @@ def _pickled_class(exception_type: type) -> bytes | None:
         return None
 
 
-def _payload(value: Any) -> bytes:
-    return protocol.frame(protocol.DONE_WITH_PAYLOAD, cloudpickle.dumps(value))
+def encode(tag: bytes, value: Any = None) -> bytes:
+    """The answer ``(tag, value)`` framed for the pipe (the value pickled, if any)."""
+    return protocol.frame(tag, b"" if value is None else cloudpickle.dumps(value))
 
 
 def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any = None) -> None:
@@ -464,7 +468,7 @@ def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any
         if spec.cpu is not None:
             psutil.Process().cpu_affinity([spec.cpu])
         if spec.probe:
-            protocol.write_message(fd, _payload(describe(spec)))
+            protocol.write_message(fd, encode(protocol.DONE, describe(spec)))
             return
         runner = start_runner(spec, shared_buffer)
         protocol.write_message(fd, _DONE)
@@ -474,12 +478,12 @@ def worker_main(spec: WorkerSpec, conn: Any, shared_buffer: Any, parent_end: Any
             answer = handle(runner, *_receive(fd, poller, spec))
             if answer is None:
                 return
-            protocol.write_message(fd, answer)
+            protocol.write_message(fd, encode(*answer))
     except (_ParentGone, EOFError, BrokenPipeError, ConnectionResetError):
         pass  # the parent is gone or closed the pipe: nothing to report to
     except BaseException as error:  # noqa: BLE001 - every failure is reported, then we exit
         try:
-            protocol.write_message(fd, failure_frame(spec, runner, error))
+            protocol.write_message(fd, encode(protocol.FAILED, failure(spec, runner, error)))
         except (OSError, EOFError):
             pass
     finally:

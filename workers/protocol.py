@@ -13,12 +13,12 @@ tag       direction   meaning
 ``c``     to worker   call: payload ``(name, args, kwargs)``
 ``a``     to worker   set attribute: payload ``(name, values)``
 ``x``     to worker   close the envs and exit
-``k``     to parent   done, nothing else to report
-``p``     to parent   done, payload :class:`Reply`, call results or :class:`EnvDescription`
+``k``     to parent   done; payload (if any) :class:`Reply`, call results or
+                      :class:`EnvDescription`
 ``e``     to parent   failed, payload :class:`Failure`; the worker then exits
 ========  ==========  ======================================================
 
-A probe worker (``WorkerSpec.probe``) builds env 0 alone, answers ``p`` with its
+A probe worker (``WorkerSpec.probe``) builds env 0 alone, answers ``k`` with its
 :class:`EnvDescription` and exits: the parent learns the spaces and the step cost
 without running env code itself.
 """
@@ -38,7 +38,6 @@ SET_ATTR = b"a"
 CLOSE = b"x"
 
 DONE = b"k"
-DONE_WITH_PAYLOAD = b"p"
 FAILED = b"e"
 
 INFO_MODES = ("full", "episode", "none")

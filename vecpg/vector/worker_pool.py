@@ -21,7 +21,7 @@ from typing import Any
 
 from vecpg.errors import WorkerError, WorkerTimeoutError, worker_error_class
 from workers import protocol
-from workers.loop import EnvRunner, failure_frame, handle, start_runner, worker_main
+from workers.loop import EnvRunner, failure, handle, start_runner, worker_main
 from workers.protocol import Failure, WorkerSpec
 
 _LIVENESS_CHECK_S = 1.0
@@ -36,19 +36,20 @@ _MAIN_GUARD_HINT = (
 class LocalWorker:
     """One worker's share of the envs, stepped inside the parent process.
 
-    It answers the same framed commands with the same handler as a worker process, but
-    synchronously: its answer is ready as soon as ``send`` returns. The pool sends to it
-    last, so the parent steps this share while the worker processes step theirs.
+    It answers the same commands with the same handler as a worker process, but
+    synchronously, and keeps its answer as an object (nothing is pickled): the answer is
+    ready as soon as ``send`` returns. The pool sends to it last, so the parent steps this
+    share while the worker processes step theirs.
     """
 
     def __init__(self, spec: WorkerSpec, shared_buffer: Any) -> None:
         self.spec = spec
         self.runner: EnvRunner | None = None
-        self.answer: bytes | None = protocol.frame(protocol.DONE)
+        self.answer: tuple[bytes, Any] | None = (protocol.DONE, None)
         try:
             self.runner = start_runner(spec, shared_buffer)
         except Exception as error:  # noqa: BLE001 - reported like a worker process's failure
-            self.answer = failure_frame(spec, None, error)
+            self.answer = (protocol.FAILED, failure(spec, None, error))
 
     def send(self, message: bytes) -> None:
         if self.runner is None:
@@ -57,13 +58,12 @@ class LocalWorker:
         try:
             self.answer = handle(self.runner, tag, message[protocol.HEADER.size :])
         except Exception as error:  # noqa: BLE001 - KeyboardInterrupt still propagates
-            self.answer = failure_frame(self.spec, self.runner, error)
+            self.answer = (protocol.FAILED, failure(self.spec, self.runner, error))
 
-    def take_answer(self) -> tuple[bytes, bytes]:
+    def take_answer(self) -> tuple[bytes, Any]:
         answer, self.answer = self.answer, None
         assert answer is not None, "no answer pending from the local worker"
-        tag, _ = protocol.HEADER.unpack_from(answer)
-        return tag, answer[protocol.HEADER.size :]
+        return answer
 
     def close(self) -> None:
         if self.runner is not None:
@@ -164,7 +164,7 @@ class WorkerPool:
         """Wait for one answer from each of ``workers`` (``timeout`` overrides the pool's).
 
         Returns:
-            worker index -> payload (None for a bare "done", else the unpickled payload).
+            worker index -> the answer's value (None for a bare "done").
 
         Raises:
             WorkerError: a worker reported an exception or died.
@@ -240,18 +240,17 @@ class WorkerPool:
         """Read one answer from ``worker`` (which must have one); raise its failure."""
         if worker == len(self.processes):
             assert self.local is not None
-            tag, payload = self.local.take_answer()
+            tag, value = self.local.take_answer()
         else:
             try:
                 tag, payload = protocol.read_message(self._fds[worker])
             except (EOFError, OSError) as error:
                 raise self._death_error(worker, f"during {phase}") from error
+            value = pickle.loads(payload) if payload else None
         if tag == protocol.DONE:
-            return None
-        if tag == protocol.DONE_WITH_PAYLOAD:
-            return pickle.loads(payload)
+            return value
         if tag == protocol.FAILED:
-            raise self._failure_error(pickle.loads(payload))
+            raise self._failure_error(value)
         raise WorkerError(f"worker {worker} sent an unknown message tag {tag!r}")
 
     def _failure_error(self, failure: Failure) -> WorkerError:
