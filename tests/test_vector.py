@@ -142,6 +142,38 @@ def test_matches_sync_with_infos_of_every_kind(mode, num_workers):
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_list_infos_are_each_envs_own_dict(mode):
+    """infos="list": env i's own info dict at i (with final_obs/final_info after a SAME_STEP
+    autoreset); merged with Gymnasium's rule, the list equals SyncVectorEnv's infos."""
+    fns = [InfoEnv] * 5
+    ours = SubprocVectorEnv(fns, autoreset_mode=mode, num_workers=2, infos="list")
+    reference = SyncVectorEnv(fns, autoreset_mode=mode)
+
+    def merged(info_list):
+        assert isinstance(info_list, list) and len(info_list) == 5
+        infos = {}
+        for i, info in enumerate(info_list):
+            infos = reference._add_info(infos, info, i)
+        return infos
+
+    try:
+        assert_tree_equal(merged(ours.reset(seed=1)[1]), reference.reset(seed=1)[1], "reset")
+        reference.action_space.seed(1)
+        for t in range(80):
+            actions = reference.action_space.sample()
+            *results, info_list = ours.step(actions)
+            *expected, infos = reference.step(actions)
+            assert_tree_equal(results, expected, f"step {t}")
+            assert_tree_equal(merged(info_list), infos, f"step {t}")
+            if mode == AutoresetMode.DISABLED and (expected[2] | expected[3]).any():
+                ours.reset()
+                reference.reset()
+    finally:
+        ours.close()
+        reference.close()
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 def test_matches_sync_on_nested_dict_and_tuple_spaces(mode):
     run_pair(DictTupleEnv, num_envs=4, steps=100, mode=mode, num_workers=2)
 

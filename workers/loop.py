@@ -82,7 +82,7 @@ class EnvRunner:
         self._select_observation_target()
         self.same_step = spec.autoreset_mode == "SameStep"
         self.next_step = spec.autoreset_mode == "NextStep"
-        self.full_infos = spec.info_mode == "full"
+        self.full_infos = spec.info_mode in ("full", "list")
         self.current_env: int | None = None  # for error reports
         self.phase = "construct"
 

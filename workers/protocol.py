@@ -40,7 +40,7 @@ CLOSE = b"x"
 DONE = b"k"
 FAILED = b"e"
 
-INFO_MODES = ("full", "episode", "none")
+INFO_MODES = ("full", "list", "episode", "none")
 
 # Messages go straight through the pipe's file descriptor as a 5-byte header (tag, payload
 # length) and the payload. multiprocessing's Connection would do the same framing with a few

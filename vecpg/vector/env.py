@@ -42,7 +42,7 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array,
 
 from vecpg.vector import observation_slots
 from vecpg.vector.in_flight import InFlight
-from vecpg.vector.infos import episode_infos, merge_infos
+from vecpg.vector.infos import episode_infos, info_list, merge_infos
 from vecpg.vector.input_checks import check_actions, check_env_ids, check_reset_mask, seeds_for
 from vecpg.vector.worker_defaults import (
     check_max_concurrency,
@@ -108,8 +108,9 @@ class SubprocVectorEnv(VectorEnv):
         context: multiprocessing start method, ``"forkserver"`` (default), ``"spawn"`` or
             ``"fork"``.
         autoreset_mode: Gymnasium's ``AutoresetMode`` (or its string value).
-        infos: ``"full"`` (Gymnasium's infos), ``"episode"`` (only finished-episode
-            statistics, no pickling) or ``"none"``.
+        infos: ``"full"`` (Gymnasium's infos), ``"list"`` (each env's own info dict, not
+            merged: a list of ``N``, as SB3 and EnvPool give them), ``"episode"`` (only
+            finished-episode statistics, no pickling) or ``"none"``.
         batch_size: envs returned by :meth:`recv` (default: all).
         step_timeout: seconds that building the envs, a reset, a step or a call may take
             before :class:`~vecpg.errors.WorkerTimeoutError` (None: no limit, but a dead
@@ -380,12 +381,12 @@ class SubprocVectorEnv(VectorEnv):
     def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
         """Wait for the reset started by :meth:`reset_async` (at most ``timeout`` seconds)."""
         replies = self._wait_for(Pending.RESET, "reset_wait", "reset_async", timeout)
-        infos: dict[str, Any] = {}
+        entries = [entry for w in self._waiting_on for entry in replies[w].infos]
         for w in self._waiting_on:
-            for entry in replies[w].infos:
-                infos = self._add_info(infos, entry.info, entry.env_index)
             self._store_pickled_observations(replies[w])
-        return self._current_observations(), infos
+        if self.info_mode == "list":
+            return self._current_observations(), info_list(entries, self.num_envs, int)
+        return self._current_observations(), merge_infos({}, entries, self.num_envs, int)
 
     # ------------------------------------------------------------------ sync step
 
@@ -420,21 +421,18 @@ class SubprocVectorEnv(VectorEnv):
     ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Wait for the step started by :meth:`step_async` (at most ``timeout`` seconds)."""
         replies = self._wait_for(Pending.STEP, "step_wait", "step_async", timeout)
-        infos: dict[str, Any] = {}
+        entries = []
         for reply in replies.values():
             if reply is not None:
-                if self.info_mode == "full":
-                    infos = self._full_infos(infos, reply.infos, self.num_envs, int)
+                entries += reply.infos
                 self._store_pickled_observations(reply)
-        if self.info_mode == "episode":
-            infos = self._episode_infos(infos, slice(None))
         arrays = self._arrays
         return (
             self._current_observations(),
             arrays["rewards"].copy(),
             arrays["terminations"].copy(),
             arrays["truncations"].copy(),
-            infos,
+            self._step_infos(entries, slice(None), int),
         )
 
     # ------------------------------------------------------------------ async (EnvPool style)
@@ -522,12 +520,10 @@ class SubprocVectorEnv(VectorEnv):
             observations = self._batch_pickled_observations(env_ids.tolist())
         replies = self._flight.replies
         entries = [replies.pop(i) for i in env_ids.tolist() if i in replies]
-        infos: dict[str, Any] = {"env_id": env_ids.copy()}
-        if self.info_mode == "full":
-            row = {index: k for k, index in enumerate(env_ids.tolist())}
-            infos = self._full_infos(infos, entries, len(env_ids), row.__getitem__)
-        elif self.info_mode == "episode":
-            infos = self._episode_infos(infos, env_ids)
+        row = {index: k for k, index in enumerate(env_ids.tolist())}
+        infos = self._step_infos(entries, env_ids, row.__getitem__)
+        if isinstance(infos, dict):
+            infos["env_id"] = env_ids.copy()
         return AsyncBatch(
             observations,
             self._arrays["rewards"][env_ids],
@@ -598,25 +594,30 @@ class SubprocVectorEnv(VectorEnv):
             if entry.ended:
                 self._final_observation_batch[entry.env_index] = entry.final_observation
 
-    def _full_infos(self, infos: dict[str, Any], entries: list[Any], size: int, row: Any) -> Any:
+    def _step_infos(self, entries: list[Any], rows: Any, row: Callable[[int], int]) -> Any:
+        """The infos of a step of the envs at ``rows`` (``slice(None)``: all), env ``i`` at
+        ``row(i)``, from the workers' info entries, as ``info_mode`` asks."""
+        size = self.num_envs if isinstance(rows, slice) else len(rows)
         same_step = self.autoreset_mode == AutoresetMode.SAME_STEP
-        return merge_infos(
-            infos, entries, size, row, self._final_observation if same_step else None
-        )
+        final_observation = self._final_observation if same_step else None
+        if self.info_mode == "list":
+            return info_list(entries, size, row, final_observation)
+        if self.info_mode == "full":
+            return merge_infos({}, entries, size, row, final_observation)
+        if self.info_mode == "episode":
+            arrays = self._arrays
+            return episode_infos(
+                {},
+                arrays["episode_ended"][rows],
+                arrays["episode_returns"][rows],
+                arrays["episode_lengths"][rows],
+            )
+        return {}
 
     def _final_observation(self, entry: Any) -> Any:
         if self._observations_shared:
             return read_row(self._arrays["final_observations"], entry.env_index, copy=True)
         return entry.final_observation
-
-    def _episode_infos(self, infos: dict[str, Any], rows: Any) -> dict[str, Any]:
-        arrays = self._arrays
-        return episode_infos(
-            infos,
-            arrays["episode_ended"][rows],
-            arrays["episode_returns"][rows],
-            arrays["episode_lengths"][rows],
-        )
 
     def _guarded(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``call(*args, **kwargs)`` (a worker pool method); closes this env if it raises.

@@ -3,7 +3,8 @@
 A worker reports an :class:`~workers.protocol.InfoEntry` only for an env whose info is not
 empty (or that autoreset in SAME_STEP mode). The parent merges them in env order with
 Gymnasium's own rule (``VectorEnv._add_info``: one array per key, with a ``_key`` mask), so
-the infos equal ``SyncVectorEnv``'s. ``infos="episode"`` builds ``infos["episode"]`` from
+the infos equal ``SyncVectorEnv``'s, or, with ``infos="list"``, hands each env's dict back
+as it is (SB3's and EnvPool's form, with no merging cost). ``infos="episode"`` builds ``infos["episode"]`` from
 the shared episode statistics instead, with no pickling.
 """
 
@@ -47,6 +48,31 @@ def merge_infos(
             final = {"final_obs": final_observation(entry), "final_info": entry.final_info}
             infos = merger._add_info(infos, final, k)
         infos = merger._add_info(infos, entry.info, k)
+    return infos
+
+
+def info_list(
+    entries: list[Any],
+    size: int,
+    row: Callable[[int], int],
+    final_observation: Callable[[Any], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Each env's own info dict, unmerged (``infos="list"``): env ``i``'s at ``row(i)``.
+
+    After a SAME_STEP autoreset an env's dict is the reset's info plus ``final_obs`` and
+    ``final_info``, the keys Gymnasium uses; ``final_observation`` as in :func:`merge_infos`.
+
+    Example:
+        >>> from workers.protocol import InfoEntry
+        >>> info_list([InfoEntry(2, {"lives": 3})], size=3, row=lambda i: i)
+        [{}, {}, {'lives': 3}]
+    """
+    infos: list[dict[str, Any]] = [{} for _ in range(size)]
+    for entry in entries:
+        info = infos[row(entry.env_index)] = dict(entry.info)
+        if entry.ended and final_observation is not None:
+            info["final_obs"] = final_observation(entry)
+            info["final_info"] = entry.final_info
     return infos
 
 

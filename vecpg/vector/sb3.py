@@ -5,9 +5,10 @@ user switches by changing one import. Underneath is a
 :class:`~vecpg.vector.env.SubprocVectorEnv` of ``N`` envs in ``SAME_STEP`` autoreset mode:
 an env whose episode ends is reset in its worker within the same step, as SB3's worker does,
 and its last observation comes back as Gymnasium's ``final_obs`` info, which becomes SB3's
-``infos[i]["terminal_observation"]``. Each env is wrapped in
-:class:`~vecpg.vector.sb3_bridge.SB3Bridge`, which serves SB3's per-env commands and keeps
-each info dict whole (see :mod:`vecpg.vector.sb3_bridge`).
+``infos[i]["terminal_observation"]``. The infos come back unmerged (``infos="list"``), one
+dict per env, as SB3 hands them on. Each env is wrapped in
+:class:`~vecpg.vector.sb3_bridge.SB3Bridge`, which serves SB3's per-env commands (see
+:mod:`vecpg.vector.sb3_bridge`).
 
 Shapes: observations ``[N, ...]`` (a dict or tuple of such batches for Dict and Tuple
 spaces), rewards ``[N]`` float64, dones ``[N]`` bool, infos a list of ``N`` dicts.
@@ -44,11 +45,10 @@ except ImportError as error:
     ) from error
 
 from vecpg.vector.env import SubprocVectorEnv
-from vecpg.vector.sb3_bridge import INFO_KEY, OPTIONS_KEY, MissingAttribute, make_bridged_env
+from vecpg.vector.sb3_bridge import OPTIONS_KEY, MissingAttribute, make_bridged_env
 
 # SubprocVectorEnv options this class sets itself: SB3's API depends on them.
 _FIXED_OPTIONS = ("autoreset_mode", "infos", "context", "batch_size", "observation_mode")
-_MASK_KEY = f"_{INFO_KEY}"
 
 
 class SubprocVecEnv(VecEnv):
@@ -99,7 +99,7 @@ class SubprocVecEnv(VecEnv):
             bridged,
             context=start_method,
             autoreset_mode=AutoresetMode.SAME_STEP,
-            infos="full",
+            infos="list",
             **vector_options,
         )
         try:
@@ -118,7 +118,7 @@ class SubprocVecEnv(VecEnv):
         """Reset every env with the seeds and options set since the last reset (used once)."""
         options = {OPTIONS_KEY: self._options} if any(self._options) else None
         observations, infos = self.vector_env.reset(seed=self._seeds, options=options)
-        self.reset_infos = _own_infos(infos, self.num_envs)
+        self.reset_infos = infos
         self._reset_seeds()
         self._reset_options()
         return observations
@@ -138,19 +138,15 @@ class SubprocVecEnv(VecEnv):
         observations, rewards, terminations, truncations, infos = self.vector_env.step_wait()
         self.waiting = False
         dones = terminations | truncations
-        own = _own_infos(infos, self.num_envs)
-        if dones.any():
+        for i in np.flatnonzero(dones).tolist():
             # An env that ended sent its last step's info as final_info, and the info of
             # the reset that followed as its info.
-            final_infos = _own_infos(infos["final_info"], self.num_envs)
-            final_observations = infos["final_obs"]
-            for i in np.flatnonzero(dones).tolist():
-                self.reset_infos[i] = own[i]
-                own[i] = final_infos[i]
-                own[i]["terminal_observation"] = final_observations[i]
-        for info, truncated in zip(own, (truncations & ~terminations).tolist(), strict=True):
+            final_observation = infos[i].pop("final_obs")
+            infos[i], self.reset_infos[i] = dict(infos[i].pop("final_info")), infos[i]
+            infos[i]["terminal_observation"] = final_observation
+        for info, truncated in zip(infos, (truncations & ~terminations).tolist(), strict=True):
             info["TimeLimit.truncated"] = truncated
-        return observations, rewards, dones, own
+        return observations, rewards, dones, infos
 
     def close(self) -> None:
         """Close the envs and reap the workers. Idempotent."""
@@ -218,12 +214,3 @@ class SubprocVecEnv(VecEnv):
 
     def __repr__(self) -> str:
         return f"vecpg.sb3.SubprocVecEnv({self.vector_env!r})"
-
-
-def _own_infos(infos: dict[str, Any], num_envs: int) -> list[dict[str, Any]]:
-    """Each env's own info dict from Gymnasium-merged ``infos`` of bridged envs."""
-    carried = infos.get(INFO_KEY)
-    if carried is None:
-        return [{} for _ in range(num_envs)]
-    mask = infos[_MASK_KEY]
-    return [dict(carried[i].info) if mask[i] else {} for i in range(num_envs)]

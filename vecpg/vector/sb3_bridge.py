@@ -7,13 +7,6 @@ per-env reset options. :class:`SB3Bridge` turns them into one method,
 :meth:`SB3Bridge.sb3_command`, that :meth:`vecpg.vector.env.SubprocVectorEnv.call` can reach,
 and knows its env's index so that a command can target some envs only.
 
-It also keeps each info dict whole. ``SubprocVectorEnv`` merges the envs' info dicts the
-way Gymnasium does (one ``[N]`` array per key, with a ``_key`` mask), which turns Python
-scalars into numpy ones and, where envs disagree on a key's type, casts one to the other.
-SB3's API hands every env's own dict back, so the bridge wraps a non-empty info dict in a
-:class:`CarriedInfo`, which the merge stores as one object per env. Empty dicts (most
-steps of most envs) stay empty: nothing is pickled for them.
-
 This module imports gymnasium only, so workers that run it stay free of SB3 and torch
 (SB3 is imported here only for an old-Gym env, which needs SB3's patch).
 """
@@ -25,17 +18,7 @@ from typing import Any
 
 import gymnasium as gym
 
-INFO_KEY = "sb3_info"  # the one key of a bridged, non-empty info dict
 OPTIONS_KEY = "sb3_options"  # reset options: {OPTIONS_KEY: [options of env 0, env 1, ...]}
-
-
-class CarriedInfo:
-    """One env's info dict, kept whole through Gymnasium's info merging."""
-
-    __slots__ = ("info",)
-
-    def __init__(self, info: dict[str, Any]) -> None:
-        self.info = info
 
 
 class MissingAttribute:
@@ -47,13 +30,8 @@ class MissingAttribute:
         self.message = message
 
 
-def carry(info: dict[str, Any]) -> dict[str, Any]:
-    """``info`` as the bridge returns it: empty, or ``{INFO_KEY: CarriedInfo(info)}``."""
-    return {INFO_KEY: CarriedInfo(info)} if info else info
-
-
 class SB3Bridge(gym.Wrapper):
-    """Env ``env_index`` of an SB3 vec env: SB3's worker commands and whole info dicts.
+    """Env ``env_index`` of an SB3 vec env: SB3's worker commands and per-env reset options.
 
     Args:
         env: the env as the user's factory built it (SB3's commands act on it).
@@ -63,10 +41,6 @@ class SB3Bridge(gym.Wrapper):
     def __init__(self, env: gym.Env, env_index: int) -> None:
         super().__init__(env)
         self.env_index = env_index
-
-    def step(self, action: Any) -> tuple[Any, Any, bool, bool, dict[str, Any]]:
-        observation, reward, terminated, truncated, info = self.env.step(action)
-        return observation, reward, terminated, truncated, carry(info)
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -81,7 +55,7 @@ class SB3Bridge(gym.Wrapper):
             observation, info = self.env.reset(seed=seed, options=own)
         else:
             observation, info = self.env.reset(seed=seed)
-        return observation, carry(info)
+        return observation, info
 
     def sb3_command(self, command: str, argument: Any, targets: Collection[int] | None) -> Any:
         """Carry out SB3 worker ``command`` if this env is one of ``targets`` (None: all).
