@@ -122,24 +122,12 @@ def split_first_axis(arrays: Any) -> list[Any]:
 
 def write_row(arrays: Any, index: int, value: Any) -> None:
     """Write one env's ``value`` into row ``index`` of a tree of ``[N, ...]`` arrays."""
-    if isinstance(arrays, dict):
-        for key, array in arrays.items():
-            write_row(array, index, value[key])
-    elif isinstance(arrays, tuple):
-        for array, part in zip(arrays, value, strict=True):
-            write_row(array, index, part)
-    else:
-        arrays[index] = value
+    map_tree(lambda array, part: array.__setitem__(index, part), arrays, value)
 
 
 def read_row(arrays: Any, index: int, copy: bool) -> Any:
     """Row ``index`` of a tree of arrays: views (``copy=False``) or independent copies."""
-    if isinstance(arrays, dict):
-        return {key: read_row(array, index, copy) for key, array in arrays.items()}
-    if isinstance(arrays, tuple):
-        return tuple(read_row(array, index, copy) for array in arrays)
-    row = arrays[index]
-    return row.copy() if copy else row
+    return map_tree(lambda array: array[index].copy() if copy else array[index], arrays)
 
 
 def copy_tree(arrays: Any) -> Any:
@@ -154,14 +142,7 @@ def take_rows(arrays: Any, indices: np.ndarray) -> Any:
 
 def assign_rows(arrays: Any, indices: np.ndarray | slice, values: Any) -> None:
     """``arrays[indices] = values`` leaf-wise (values is a batched tree)."""
-    if isinstance(arrays, dict):
-        for key, array in arrays.items():
-            assign_rows(array, indices, values[key])
-    elif isinstance(arrays, tuple):
-        for array, part in zip(arrays, values, strict=True):
-            assign_rows(array, indices, part)
-    else:
-        arrays[indices] = values
+    map_tree(lambda array, part: array.__setitem__(indices, part), arrays, values)
 
 
 @dataclass(frozen=True)
@@ -193,26 +174,18 @@ class Layout:
         self.fields = fields
         self._offsets: dict[str, Any] = {}
         offset = 0
-        for field in fields:
-            self._offsets[field.name], offset = self._plan(field, field.spec, offset)
-        self.nbytes = max(offset, _ALIGNMENT)
 
-    def _plan(self, field: Field, spec: Any, offset: int) -> tuple[Any, int]:
-        if isinstance(spec, dict):
-            planned = {}
-            for key, child in spec.items():
-                planned[key], offset = self._plan(field, child, offset)
-            return planned, offset
-        if isinstance(spec, tuple):
-            parts = []
-            for child in spec:
-                part, offset = self._plan(field, child, offset)
-                parts.append(part)
-            return tuple(parts), offset
-        offset = -(-offset // _ALIGNMENT) * _ALIGNMENT
-        shape = (*field.leading_shape, *spec.shape)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * spec.dtype.itemsize
-        return _Slot(offset, shape, spec.dtype), offset + nbytes
+        def place(spec: ArraySpec) -> _Slot:
+            nonlocal offset
+            offset = -(-offset // _ALIGNMENT) * _ALIGNMENT
+            shape = (*field.leading_shape, *spec.shape)
+            slot = _Slot(offset, shape, spec.dtype)
+            offset += int(np.prod(shape, dtype=np.int64)) * spec.dtype.itemsize
+            return slot
+
+        for field in fields:
+            self._offsets[field.name] = map_tree(place, field.spec)
+        self.nbytes = max(offset, _ALIGNMENT)
 
     def views(self, buffer: Any) -> dict[str, Any]:
         """Numpy views of every field into ``buffer`` (anything with the buffer protocol)."""
@@ -220,13 +193,9 @@ class Layout:
         if memory.nbytes < self.nbytes:
             raise ValueError(f"shared buffer has {memory.nbytes} bytes, layout needs {self.nbytes}")
 
-        def build(planned: Any) -> Any:
-            if isinstance(planned, _Slot):
-                count = int(np.prod(planned.shape, dtype=np.int64))
-                flat = np.frombuffer(memory, planned.dtype, count=count, offset=planned.offset)
-                return flat.reshape(planned.shape)
-            if isinstance(planned, dict):
-                return {key: build(child) for key, child in planned.items()}
-            return tuple(build(child) for child in planned)
+        def view(slot: _Slot) -> np.ndarray:
+            count = int(np.prod(slot.shape, dtype=np.int64))
+            flat = np.frombuffer(memory, slot.dtype, count=count, offset=slot.offset)
+            return flat.reshape(slot.shape)
 
-        return {name: build(planned) for name, planned in self._offsets.items()}
+        return {name: map_tree(view, planned) for name, planned in self._offsets.items()}
