@@ -146,7 +146,6 @@ class EnvRunner:
         terminations: list[bool] = []
         truncations: list[bool] = []
         episode_ended: list[bool] = []  # statistics reported (the game ended)
-        resets: list[bool] = []  # the env resets (a training episode ended)
         needs_reset = self.needs_reset
         own_statistics = self.own_statistics
         last_observations = self.last_observations
@@ -194,20 +193,10 @@ class EnvRunner:
                 running_returns[local] = 0.0
                 running_lengths[local] = 0
             episode_ended.append(reported)
-            resets.append(ended)
-            if same_step:
-                if ended:
-                    observation, info = self._autoreset_same_step(
-                        env, index, observation, info, reply
-                    )
-                    needs_reset[local] = False
-                    if observation_array is not None:
-                        observation_array[index] = observation
-                        last_observations[local] = observation
-                    else:
-                        self._store_observation(index, observation, reply)
-                    continue
-            if full_infos and info:
+            if same_step and ended:
+                observation = self._autoreset_same_step(env, index, observation, info, reply)
+                needs_reset[local] = False
+            elif full_infos and info:
                 reply.infos.append(InfoEntry(index, info))
             if observation_array is not None:
                 observation_array[index] = observation
@@ -228,16 +217,16 @@ class EnvRunner:
                     self.rewards[index], self.terminations[index], self.truncations[index] = results
                 raise
             self.episode_ended[where] = episode_ended
-            if same_step:
-                self.has_final[where] = resets
+            if same_step:  # every env that ended has reset
+                self.has_final[where] = self.terminations[where] | self.truncations[where]
         if reply.infos or reply.observations:
             return reply
         return None
 
     def _autoreset_same_step(
         self, env: Any, index: int, observation: Any, info: Any, reply: Reply
-    ) -> tuple[Any, Any]:
-        """Keep the final observation and info, reset the env; return the reset's results."""
+    ) -> Any:
+        """Keep the final observation and info, reset the env; return its first observation."""
         entry = InfoEntry(index, info, ended=True, final_info=info)
         if self.final_observations is not None:
             write_row(self.final_observations, index, observation)
@@ -246,7 +235,7 @@ class EnvRunner:
         observation, entry.info = env.reset()
         if self.full_infos or self.observations is None:
             reply.infos.append(entry)
-        return observation, entry.info
+        return observation
 
     def reset(self, seeds: list[Any], options: Any, mask: list[bool] | None) -> Reply:
         reply = Reply()
