@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import enum
-import inspect
 import multiprocessing
 import os
 import time
@@ -43,9 +42,14 @@ from gymnasium.vector.utils import batch_space, concatenate, create_empty_array,
 from vecpg.vector import observation_slots
 from vecpg.vector.in_flight import InFlight
 from vecpg.vector.infos import episode_infos, info_list, merge_infos
-from vecpg.vector.input_checks import check_actions, check_env_ids, check_reset_mask, seeds_for
+from vecpg.vector.input_checks import (
+    check_actions,
+    check_env_ids,
+    check_options,
+    check_reset_mask,
+    seeds_for,
+)
 from vecpg.vector.worker_defaults import (
-    check_max_concurrency,
     resolve_layout,
     spin_seconds_for,
     usable_cores,
@@ -53,7 +57,7 @@ from vecpg.vector.worker_defaults import (
 )
 from vecpg.vector.worker_pool import WorkerPool
 from workers import protocol
-from workers.protocol import INFO_MODES, EnvDescription, WorkerSpec
+from workers.protocol import EnvDescription, WorkerSpec
 from workers.shared_layout import (
     ArraySpec,
     Field,
@@ -171,20 +175,17 @@ class SubprocVectorEnv(VectorEnv):
         self._pool: WorkerPool | None = None
         self._pending = Pending.NONE
         self.closed = False
-        env_fns = list(env_fns)
-        if not env_fns or not all(callable(env_fn) for env_fn in env_fns):
-            raise ValueError("env_fns must be a non-empty sequence of callables that create envs")
-        _refuse_custom_worker(worker)
-        if infos not in INFO_MODES:
-            raise ValueError(f"infos must be one of {INFO_MODES}, got {infos!r}")
-        if wait not in ("auto", "block", "spin"):
-            raise ValueError(f"wait must be 'auto', 'block' or 'spin', got {wait!r}")
-        if observation_mode != "same":
-            raise ValueError("SubprocVectorEnv supports observation_mode='same' only")
-        if step_timeout is not None and step_timeout <= 0:
-            raise ValueError(f"step_timeout must be positive seconds or None, got {step_timeout}")
-        check_max_concurrency(max_concurrency)
-        self.env_fns = env_fns
+        self.start_method = context or "forkserver"
+        self.env_fns = env_fns = check_options(
+            env_fns,
+            infos=infos,
+            wait=wait,
+            observation_mode=observation_mode,
+            step_timeout=step_timeout,
+            max_concurrency=max_concurrency,
+            start_method=self.start_method,
+            worker=worker,
+        )
         self.num_envs = len(env_fns)
         self.copy = copy
         self.autoreset_mode = AutoresetMode(autoreset_mode)
@@ -193,12 +194,6 @@ class SubprocVectorEnv(VectorEnv):
         self.batch_size = self.num_envs if batch_size is None else int(batch_size)
         if not 1 <= self.batch_size <= self.num_envs:
             raise ValueError(f"batch_size must be in [1, {self.num_envs}], got {batch_size}")
-        self.start_method = context or "forkserver"
-        if self.start_method not in multiprocessing.get_all_start_methods():
-            raise ValueError(
-                f"start method {self.start_method!r} is not available here; choose from "
-                f"{multiprocessing.get_all_start_methods()}"
-            )
         mp_context = multiprocessing.get_context(self.start_method)
         if self.start_method == "forkserver":
             # Import the worker's modules once in the fork server, so each worker shares
@@ -763,23 +758,6 @@ class SubprocVectorEnv(VectorEnv):
     def __repr__(self) -> str:
         share = ", parent_share=True" if self.parent_share else ""
         return f"{super().__repr__()[:-1]}, num_workers={self.num_workers}{share})"
-
-
-def _refuse_custom_worker(worker: Callable[..., None] | None) -> None:
-    """``AsyncVectorEnv``'s check of a custom ``worker``, then a refusal: vecpg has its own."""
-    if worker is None:
-        return
-    try:
-        inspect.signature(worker).bind(*(None,) * 8)
-    except TypeError as error:
-        raise ValueError(
-            f"A custom `worker` must accept 8 arguments. Got the signature "
-            f"{inspect.signature(worker)}."
-        ) from error
-    raise ValueError(
-        "SubprocVectorEnv runs its own worker loop and cannot use a custom `worker`; use "
-        "gymnasium.vector.AsyncVectorEnv for that"
-    )
 
 
 def make_vec(

@@ -1,4 +1,4 @@
-"""Check what the caller passes (actions, seeds, reset masks) before anything is sent to a worker.
+"""Check what the caller passes (options, actions, seeds, reset masks) before anything reaches a worker.
 
 Seeds and reset masks are checked as ``AsyncVectorEnv`` checks them, with its messages. A batch of the wrong shape raises ``ValueError`` here, naming the space, instead of a
 confusing error from inside a worker. Only shapes are checked, as ``AsyncVectorEnv`` does in
@@ -8,13 +8,73 @@ NaN, a dtype other than the space's) is the env's business, and the env sees the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+import multiprocessing
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 
+from workers.protocol import INFO_MODES
+
 _ARRAY_SPACES = (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary, spaces.Box)
+
+
+def check_options(
+    env_fns: Sequence[Callable[[], Any]],
+    *,
+    infos: str,
+    wait: str,
+    observation_mode: str,
+    step_timeout: float | None,
+    max_concurrency: object,
+    start_method: str,
+    worker: Callable[..., None] | None,
+) -> list[Callable[[], Any]]:
+    """The :class:`~vecpg.vector.env.SubprocVectorEnv` constructor's checks; ``env_fns`` as a list.
+
+    ``max_concurrency`` and a custom ``worker`` are checked as ``AsyncVectorEnv`` checks
+    them, with its messages; a custom worker is then refused, since vecpg runs its own loop.
+    """
+    env_fns = list(env_fns)
+    if not env_fns or not all(callable(env_fn) for env_fn in env_fns):
+        raise ValueError("env_fns must be a non-empty sequence of callables that create envs")
+    if worker is not None:
+        try:
+            inspect.signature(worker).bind(*(None,) * 8)
+        except TypeError as error:
+            raise ValueError(
+                f"A custom `worker` must accept 8 arguments. Got the signature "
+                f"{inspect.signature(worker)}."
+            ) from error
+        raise ValueError(
+            "SubprocVectorEnv runs its own worker loop and cannot use a custom `worker`; use "
+            "gymnasium.vector.AsyncVectorEnv for that"
+        )
+    if infos not in INFO_MODES:
+        raise ValueError(f"infos must be one of {INFO_MODES}, got {infos!r}")
+    if wait not in ("auto", "block", "spin"):
+        raise ValueError(f"wait must be 'auto', 'block' or 'spin', got {wait!r}")
+    if observation_mode != "same":
+        raise ValueError("SubprocVectorEnv supports observation_mode='same' only")
+    if step_timeout is not None and step_timeout <= 0:
+        raise ValueError(f"step_timeout must be positive seconds or None, got {step_timeout}")
+    if max_concurrency is not None:
+        if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool):
+            raise ValueError(
+                f"`max_concurrency` must be an integer or None, got {type(max_concurrency)}."
+            )
+        if max_concurrency < 1:
+            raise ValueError(
+                f"`max_concurrency` must be a positive or None, got {max_concurrency}."
+            )
+    if start_method not in multiprocessing.get_all_start_methods():
+        raise ValueError(
+            f"start method {start_method!r} is not available here; choose from "
+            f"{multiprocessing.get_all_start_methods()}"
+        )
+    return env_fns
 
 
 def check_actions(space: spaces.Space, actions: Any, count: int, path: str = "actions") -> Any:

@@ -115,18 +115,6 @@ def spin_seconds_for(wait: str, num_workers: int, cores: int) -> tuple[float, fl
     return 0.0, (_LONG_SPIN_SECONDS if num_workers <= cores else _SHORT_SPIN_SECONDS)
 
 
-def check_max_concurrency(max_concurrency: object) -> None:
-    """``AsyncVectorEnv``'s check of ``max_concurrency``, with its messages."""
-    if max_concurrency is None:
-        return
-    if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool):
-        raise ValueError(
-            f"`max_concurrency` must be an integer or None, got {type(max_concurrency)}."
-        )
-    if max_concurrency < 1:
-        raise ValueError(f"`max_concurrency` must be a positive or None, got {max_concurrency}.")
-
-
 def resolve_layout(
     num_envs: int,
     step_seconds: float | None,
