@@ -47,14 +47,14 @@ def test_a_failing_check_gives_fail_line_and_nonzero_exit(monkeypatch, capsys):
 
 
 def test_vector_check_detects_a_mismatch(monkeypatch):
-    import vecpg.vector.env
+    import vecpg.vector.make
 
     def wrong_vector_env(env_id, num_envs, *, num_workers=None, autoreset_mode=None):
         # an env that truncates earlier than the reference: the check must notice
         make = lambda: gym.make(env_id, max_episode_steps=20)  # noqa: E731
         return gym.vector.SyncVectorEnv([make] * num_envs, autoreset_mode=autoreset_mode)
 
-    monkeypatch.setattr(vecpg.vector.env, "make_vec", wrong_vector_env)
+    monkeypatch.setattr(vecpg.vector.make, "make_vec", wrong_vector_env)
     with pytest.raises(AssertionError, match="differ"):
         doctor.check_vector_env(seed=0, steps=100)
 

@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 # attribute -> module that defines it; resolved on first access (PEP 562).
 _LAZY_ATTRIBUTES = {
     "SubprocVectorEnv": "vecpg.vector.env",
-    "make_vec": "vecpg.vector.env",
+    "make_vec": "vecpg.vector.make",
     "WorkerError": "vecpg.errors",
     "WorkerTimeoutError": "vecpg.errors",
     "VecpgError": "vecpg.errors",

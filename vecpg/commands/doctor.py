@@ -114,7 +114,7 @@ def check_vector_env(seed: int = 0, steps: int = VECTOR_STEPS) -> str:
     import gymnasium as gym
     import numpy as np
 
-    from vecpg.vector.env import make_vec
+    from vecpg.vector.make import make_vec
 
     num_envs, num_workers = 4, 2
     for mode in (gym.vector.AutoresetMode.NEXT_STEP, gym.vector.AutoresetMode.SAME_STEP):

@@ -98,7 +98,8 @@ def make_vector_env(config: TrainConfig) -> gym.vector.VectorEnv:
     factory, env_id = env_factory(config.env, config.env_kwargs)
     same_step = gym.vector.AutoresetMode.SAME_STEP
     if config.vector == "subproc":
-        from vecpg.vector.env import SubprocVectorEnv, make_vec
+        from vecpg.vector.env import SubprocVectorEnv
+        from vecpg.vector.make import make_vec
 
         # copy=False: the sampler copies each observation into the rollout buffer before the
         # next step, so views into shared memory save one copy of every observation.

@@ -9,6 +9,7 @@ picks its default layout from the cores and the step cost that a probe worker me
 (``worker_defaults.py``). The worker side lives in the top-level ``workers`` package.
 """
 
-from vecpg.vector.env import AsyncBatch, SubprocVectorEnv, make_vec
+from vecpg.vector.env import AsyncBatch, SubprocVectorEnv
+from vecpg.vector.make import make_vec
 
 __all__ = ["AsyncBatch", "SubprocVectorEnv", "make_vec"]
