@@ -104,6 +104,22 @@ def test_user_error_from_a_fresh_process_has_no_traceback():
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
 
 
+def test_what_an_env_prints_while_built_is_shown_once_per_run(tmp_path):
+    # The trainer builds one env for the spaces, the vector env a probe and the workers:
+    # a library's notice printed while an env is built must still show only once.
+    result = subprocess.run(
+        [sys.executable, "-m", "vecpg", "train", "--vector", "subproc", "--num-envs", "4",
+         "--num-steps", "16", "--total-steps", "128", "--run-dir", str(tmp_path / "r"),
+         "--env", "tests.test_vector:cartpole_that_prints_when_built"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("NOTICE from the env's C library") == 1, result.stderr
+    assert result.stderr.count("NOTICE from the env's Python code") == 1, result.stderr
+
+
 def test_user_env_factory_and_config_file_with_cli_override(tmp_path, capsys):
     config = tmp_path / "run.toml"
     config.write_text(

@@ -347,7 +347,7 @@ def measure_step_seconds(env: Any, max_steps: int = 64, max_seconds: float = 0.0
 
 
 @contextlib.contextmanager
-def _construction_output_silenced() -> Iterator[None]:
+def construction_output_silenced() -> Iterator[None]:
     """Send file descriptor 2 (Python's stderr and C libraries' alike) to /dev/null.
 
     The probe worker builds env 0 first, with its output shown, so what an env prints while
@@ -374,7 +374,7 @@ def start_runner(spec: WorkerSpec, shared_buffer: Any) -> EnvRunner:
     """
     runner = EnvRunner(spec, Layout(spec.fields).views(shared_buffer))
     try:
-        with _construction_output_silenced():
+        with construction_output_silenced():
             for env_fn in cloudpickle.loads(spec.env_fns):
                 runner.current_env = runner.stop
                 runner.add_env(env_fn())

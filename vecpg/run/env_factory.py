@@ -21,6 +21,7 @@ from vecpg.atari import is_atari_id
 from vecpg.errors import ConfigError
 from vecpg.run.config import TrainConfig
 from vecpg.vector.gymnasium_adapter import GymnasiumVectorAdapter, needs_adapter
+from workers.loop import construction_output_silenced
 
 
 def env_factory(
@@ -78,11 +79,14 @@ def env_spaces(spec: str, env_kwargs: dict[str, Any] | None = None) -> tuple[gym
     """One env's (observation_space, action_space), from an env built and closed here.
 
     Building one env in this process turns a broken env into a one-line ConfigError before
-    any worker starts, and gives the spaces the policy is built for.
+    any worker starts, and gives the spaces the policy is built for. What the env prints
+    while it is built (a library's deprecation notice) is not shown here: the vector env
+    shows it once per run, and a failure still reaches the user as the ConfigError.
     """
     factory, _ = env_factory(spec, env_kwargs)
     try:
-        probe = factory()
+        with construction_output_silenced():
+            probe = factory()
     except (gym.error.Error, TypeError) as error:
         raise ConfigError(f"env {spec!r} cannot be created: {error}") from None
     if not isinstance(probe, gym.Env):
