@@ -65,7 +65,7 @@ def sb3_rate(env_id: str, num_envs: int, updates: int, seed: int) -> dict[str, A
     from stable_baselines3.common.vec_env import SubprocVecEnv, VecFrameStack
 
     env = make_atari_env(
-        env_id,
+        f"ale_py:{env_id}",  # the prefix imports ale_py (which registers ALE/...) in SB3's workers
         n_envs=num_envs,
         seed=seed,
         vec_env_cls=SubprocVecEnv,
