@@ -70,6 +70,8 @@ from workers.shared_layout import (
 )
 
 _STEP_ALL = protocol.frame(protocol.STEP_ALL)
+# Gymnasium's merged info dict, or with infos="list" one dict per env.
+Infos = dict[str, Any] | list[dict[str, Any]]
 
 
 class Pending(enum.Enum):
@@ -332,12 +334,12 @@ class SubprocVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ reset
 
-    def reset(
+    def reset(  # type: ignore[override]  # infos="list" gives a list, not a dict
         self,
         *,
         seed: int | Sequence[int | None] | None = None,
         options: dict[str, Any] | None = None,
-    ) -> tuple[Any, dict[str, Any]]:
+    ) -> tuple[Any, Infos]:
         """Reset all envs (or those in ``options["reset_mask"]``); env ``i`` gets seed ``seed + i``."""
         self.reset_async(seed=seed, options=options)
         return self.reset_wait()
@@ -373,7 +375,7 @@ class SubprocVectorEnv(VectorEnv):
             self._waiting_on.append(w)
         self._pending = Pending.RESET
 
-    def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
+    def reset_wait(self, timeout: float | None = None) -> tuple[Any, Infos]:
         """Wait for the reset started by :meth:`reset_async` (at most ``timeout`` seconds)."""
         replies = self._wait_for(Pending.RESET, "reset_wait", "reset_async", timeout)
         entries = [entry for w in self._waiting_on for entry in replies[w].infos]
@@ -385,7 +387,9 @@ class SubprocVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ sync step
 
-    def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    def step(  # type: ignore[override]  # infos="list" gives a list, not a dict
+        self, actions: Any
+    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, Infos]:
         """Step every env with ``actions`` (batched, ``[N, ...]``); Gymnasium's return tuple."""
         self.step_async(actions)
         return self.step_wait()
@@ -413,7 +417,7 @@ class SubprocVectorEnv(VectorEnv):
 
     def step_wait(
         self, timeout: float | None = None
-    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, Infos]:
         """Wait for the step started by :meth:`step_async` (at most ``timeout`` seconds)."""
         replies = self._wait_for(Pending.STEP, "step_wait", "step_async", timeout)
         entries = []

@@ -118,6 +118,7 @@ class SubprocVecEnv(VecEnv):
         """Reset every env with the seeds and options set since the last reset (used once)."""
         options = {OPTIONS_KEY: self._options} if any(self._options) else None
         observations, infos = self.vector_env.reset(seed=self._seeds, options=options)
+        assert isinstance(infos, list)  # infos="list"
         self.reset_infos = infos
         self._reset_seeds()
         self._reset_options()
@@ -136,6 +137,7 @@ class SubprocVecEnv(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         """Observations (after the reset, for envs that ended), rewards, dones and infos."""
         observations, rewards, terminations, truncations, infos = self.vector_env.step_wait()
+        assert isinstance(infos, list)  # infos="list"
         self.waiting = False
         dones = terminations | truncations
         for i in np.flatnonzero(dones).tolist():
