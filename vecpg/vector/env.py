@@ -378,8 +378,9 @@ class SubprocVectorEnv(VectorEnv):
     def reset_wait(self, timeout: float | None = None) -> tuple[Any, Infos]:
         """Wait for the reset started by :meth:`reset_async` (at most ``timeout`` seconds)."""
         replies = self._wait_for(Pending.RESET, "reset_wait", "reset_async", timeout)
-        entries = [entry for w in self._waiting_on for entry in replies[w].infos]
+        entries = []
         for w in self._waiting_on:
+            entries += replies[w].infos
             self._store_pickled_observations(replies[w])
         if self.info_mode == "list":
             return self._current_observations(), info_list(entries, self.num_envs, int)
