@@ -49,6 +49,7 @@ ALGOS = ["ppo", "a2c"]
 # evaluates one trained agent deterministically on older env versions (v2/v3/v0); vecpg
 # reports the last 20 training episodes of a stochastic policy, mean over seeds.
 _ZOO = "rl-zoo benchmark.md @ 02a1a901"
+_CLEANRL_PPO = "CleanRL docs/rl-algorithms/ppo.md, ppo_continuous_action.py"
 PUBLISHED: dict[tuple[str, str], tuple[float, float, int, str]] = {
     ("CartPole-v1", "ppo"): (500.0, 0.0, 100_000, _ZOO),
     ("CartPole-v1", "a2c"): (500.0, 0.0, 500_000, _ZOO),
@@ -58,12 +59,11 @@ PUBLISHED: dict[tuple[str, str], tuple[float, float, int, str]] = {
     ("LunarLander-v3", "a2c"): (155.751, 80.419, 200_000, f"{_ZOO} (LunarLander-v2)"),
     ("Pendulum-v1", "ppo"): (-169.887, 104.904, 2_000_000, f"{_ZOO} (Pendulum-v0)"),
     ("Pendulum-v1", "a2c"): (-162.965, 103.210, 1_000_000, f"{_ZOO} (Pendulum-v0)"),
-    ("HalfCheetah-v5", "ppo"): (
-        5819.0,
-        664.0,
-        1_000_000,
-        "rl-zoo PPO HalfCheetah-v3, tuned, normalized (benchmarks/TRAINING.md)",
-    ),
+    # CleanRL's published ppo_continuous_action results (the MuJoCo PPO preset's source):
+    # mean ± std over seeds of the training episodes' return at 1M steps, MuJoCo v2.
+    ("HalfCheetah-v5", "ppo"): (1822.82, 928.11, 1_000_000, f"{_CLEANRL_PPO} (HalfCheetah-v2)"),
+    ("Hopper-v5", "ppo"): (2231.12, 656.72, 1_000_000, f"{_CLEANRL_PPO} (Hopper-v2)"),
+    ("Walker2d-v5", "ppo"): (3050.09, 1136.21, 1_000_000, f"{_CLEANRL_PPO} (Walker2d-v2)"),
     ("HalfCheetah-v5", "a2c"): (
         3041.0,
         157.0,
