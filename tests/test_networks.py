@@ -169,3 +169,20 @@ def test_orthogonal_init_gives_orthogonal_weights_and_zero_biases():
     orthogonal_init(cnn, gain=math.sqrt(2.0))
     conv = cnn.convolutions[0].weight.reshape(32, -1)
     torch.testing.assert_close(conv @ conv.T, 2.0 * torch.eye(32), atol=1e-5, rtol=0)
+
+
+def test_nature_cnn_is_channels_last_and_equals_the_default_layout():
+    cnn = NatureCNN(4, 84, 84)
+    orthogonal_init(cnn)  # initializing must keep the layout
+    convolutions = [layer for layer in cnn.convolutions if isinstance(layer, torch.nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convolutions)
+    reference = NatureCNN(4, 84, 84)
+    reference.convolutions.to(memory_format=torch.contiguous_format)
+    reference.load_state_dict(cnn.state_dict())
+    assert reference.convolutions[0].weight.is_contiguous()
+    images = torch.rand(3, 4, 84, 84, requires_grad=True)
+    expected = reference.linear(reference.convolutions(images))
+    torch.testing.assert_close(cnn(images), expected, atol=1e-5, rtol=1e-5)
+    (gradient,) = torch.autograd.grad(cnn(images).sum(), images)
+    (expected_gradient,) = torch.autograd.grad(expected.sum(), images)
+    torch.testing.assert_close(gradient, expected_gradient, atol=1e-5, rtol=1e-5)
