@@ -49,6 +49,7 @@ ALGOS = ["ppo", "a2c"]
 # evaluates one trained agent deterministically on older env versions (v2/v3/v0); vecpg
 # reports the last 20 training episodes of a stochastic policy, mean over seeds.
 _ZOO = "rl-zoo benchmark.md @ 02a1a901"
+_ZOO_LATER = "rl-zoo benchmark.md @ 0088472b"
 _CLEANRL_PPO = "CleanRL docs/rl-algorithms/ppo.md, ppo_continuous_action.py"
 PUBLISHED: dict[tuple[str, str], tuple[float, float, int, str]] = {
     ("CartPole-v1", "ppo"): (500.0, 0.0, 100_000, _ZOO),
@@ -57,19 +58,15 @@ PUBLISHED: dict[tuple[str, str], tuple[float, float, int, str]] = {
     ("Acrobot-v1", "a2c"): (-83.353, 17.213, 500_000, _ZOO),
     ("LunarLander-v3", "ppo"): (242.119, 31.823, 1_000_000, f"{_ZOO} (LunarLander-v2)"),
     ("LunarLander-v3", "a2c"): (155.751, 80.419, 200_000, f"{_ZOO} (LunarLander-v2)"),
-    ("Pendulum-v1", "ppo"): (-169.887, 104.904, 2_000_000, f"{_ZOO} (Pendulum-v0)"),
-    ("Pendulum-v1", "a2c"): (-162.965, 103.210, 1_000_000, f"{_ZOO} (Pendulum-v0)"),
+    ("Pendulum-v1", "ppo"): (-172.225, 104.159, 100_000, _ZOO_LATER),
+    ("Pendulum-v1", "a2c"): (-162.965, 103.210, 1_000_000, _ZOO_LATER),
     # CleanRL's published ppo_continuous_action results (the MuJoCo PPO preset's source):
     # mean ± std over seeds of the training episodes' return at 1M steps, MuJoCo v2.
     ("HalfCheetah-v5", "ppo"): (1822.82, 928.11, 1_000_000, f"{_CLEANRL_PPO} (HalfCheetah-v2)"),
     ("Hopper-v5", "ppo"): (2231.12, 656.72, 1_000_000, f"{_CLEANRL_PPO} (Hopper-v2)"),
     ("Walker2d-v5", "ppo"): (3050.09, 1136.21, 1_000_000, f"{_CLEANRL_PPO} (Walker2d-v2)"),
-    ("HalfCheetah-v5", "a2c"): (
-        3041.0,
-        157.0,
-        1_000_000,
-        "rl-zoo A2C HalfCheetah-v3, normalized (benchmarks/TRAINING.md)",
-    ),
+    ("HalfCheetah-v5", "a2c"): (3041.174, 157.265, 1_000_000, f"{_ZOO_LATER} (HalfCheetah-v3)"),
+    ("Hopper-v5", "a2c"): (733.454, 376.574, 1_000_000, f"{_ZOO_LATER} (Hopper-v3)"),
 }
 RESULT_KINDS = ("cell", "random")
 

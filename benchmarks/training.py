@@ -1,8 +1,7 @@
-"""Training benchmarks: time to solve CartPole, training throughput, learning quality.
+"""Training benchmarks: time to solve CartPole and training throughput, vecpg against SB3.
 
     python benchmarks/training.py --quick          # smoke run: 1 seed, target 100, 5k steps
     python benchmarks/training.py                  # time to solve (5 seeds) + throughput
-    python benchmarks/training.py --quality        # LunarLander-v3 (+ HalfCheetah-v5), 1M steps
 
 Every training run is a fresh child process (``vecpg train ...`` or ``python -c <SB3
 script>``), so Python start-up, imports and env construction count for both tools. Times
@@ -94,15 +93,6 @@ SB3_DEFAULTS: dict[str, dict[str, Any]] = {
         "normalize_advantage": False,
     },
 }
-# Published figures to compare learning quality with (deterministic evaluation of one
-# trained agent, rl-baselines3-zoo benchmark.md; older env versions than ours).
-QUALITY_REFERENCES = {
-    ("LunarLander-v3", "ppo"): "rl-zoo PPO LunarLander-v2, 1M steps: 242.1 +- 31.8",
-    ("LunarLander-v3", "a2c"): "rl-zoo A2C LunarLander-v2, 200k steps: 155.8 +- 80.4",
-    ("HalfCheetah-v5", "ppo"): "rl-zoo PPO HalfCheetah-v3 (tuned, normalized), 1M: 5819 +- 664",
-    ("HalfCheetah-v5", "a2c"): "rl-zoo A2C HalfCheetah-v3 (normalized), 1M: 3041 +- 157",
-}
-
 # tool name -> (framework, algorithm, hyperparameters: "defaults" of vecpg or rl-zoo's)
 TOOLS = {
     "vecpg-ppo": ("vecpg", "ppo", "defaults"),
@@ -630,22 +620,6 @@ def print_report(report: dict[str, Any]) -> None:
             f"{'vecpg / sb3':<14} {'':>4} {_fmt(summary['loop_ratio_vecpg_vs_sb3'], '.2f'):>12} "
             f"{_fmt(summary['process_ratio_vecpg_vs_sb3'], '.2f'):>15}"
         )
-    if "quality" in report:
-        quality = report["quality"]
-        print(
-            f"\nlearning quality, vecpg defaults, {quality['total_steps']:,} steps, "
-            "final mean return of the last 20 episodes"
-        )
-        print(f"{'env':<16} {'algo':<5} {'median':>8}  {'per seed':<30} reference")
-        for row in quality["summary"]:
-            if row.get("skipped"):
-                print(f"{row['env']:<16} {row['algo']:<5} skipped: {row['skipped']}")
-                continue
-            seeds = " ".join(_fmt(value) for value in row["returns"])
-            print(
-                f"{row['env']:<16} {row['algo']:<5} {_fmt(row['median_return']):>8}  "
-                f"{seeds:<30} {row['reference'] or ''}"
-            )
     for check in report.get("targets", []):
         verdict = "PASS" if check["met"] else "FAIL"
         print(f"{verdict}: {check['target']}: {_fmt(check['value'], '.2f')}")
@@ -658,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--quick", action="store_true", help="smoke run: seed 1, target 100, 5k/20k steps")
-    add("--seeds", type=int, nargs="+", help="seeds (default 1-5; 1-3 with --quality)")
+    add("--seeds", type=int, nargs="+", help="seeds (default 1-5)")
     add("--env", default="CartPole-v1", help="env of time to solve and throughput")
     add("--target", type=float, help="mean return of the last 20 episodes (default 475)")
     add("--tools", nargs="+", choices=list(TOOLS), default=DEFAULT_SOLVE_TOOLS, help="see TOOLS")
@@ -666,50 +640,28 @@ def build_parser() -> argparse.ArgumentParser:
     add("--skip-throughput", action="store_true", help="no throughput runs")
     add("--throughput-steps", type=int, help="env steps per throughput run (default 50000)")
     add("--throughput-repeats", type=int, help="throughput runs per tool (default 3)")
-    add("--quality", action="store_true", help="only the learning-quality runs (long)")
-    add("--quality-envs", nargs="+", default=["LunarLander-v3", "HalfCheetah-v5"], help="envs")
-    add("--quality-algos", nargs="+", choices=["ppo", "a2c"], default=["ppo", "a2c"], help="algos")
-    add("--quality-steps", type=int, help="env steps per quality run (default 1000000)")
     add("--vecpg-args", default="", help="extra vecpg train options, e.g. '--no-tensorboard'")
-    add("--timeout", type=float, help="seconds per child run (default 600; 7200 with --quality)")
+    add("--timeout", type=float, help="seconds per child run (default 600)")
     add("--runs-dir", help="keep the vecpg run dirs here (default: a deleted temporary dir)")
-    add("--out", help="JSON (default benchmarks/results/training.json or training_quality.json)")
+    add("--out", help="JSON (default benchmarks/results/training.json)")
     return parser
 
 
 def resolve_defaults(args: argparse.Namespace) -> argparse.Namespace:
-    """Fills the options left at None from --quick / --quality / the full defaults."""
+    """Fills the options left at None from --quick or the full defaults."""
     quick = args.quick
     defaults = {
-        "seeds": [1] if quick else ([1, 2, 3] if args.quality else [1, 2, 3, 4, 5]),
+        "seeds": [1] if quick else [1, 2, 3, 4, 5],
         "target": 100.0 if quick else 475.0,
         "throughput_steps": 5_000 if quick else 50_000,
         "throughput_repeats": 1 if quick else 3,
-        "quality_steps": 20_000 if quick else 1_000_000,
-        "timeout": 7200.0 if args.quality and not quick else 600.0,
-        "out": "benchmarks/results/training_quality.json"
-        if args.quality
-        else "benchmarks/results/training.json",
+        "timeout": 600.0,
+        "out": "benchmarks/results/training.json",
     }
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     return args
-
-
-def env_unavailable(env: str, cwd: Path) -> str | None:
-    """Why ``env`` cannot be made here (e.g. no mujoco package), or None if it can.
-
-    Probed in a child run in ``cwd``: MuJoCo writes MUJOCO_LOG.TXT into the working dir.
-    """
-    probe = f"import gymnasium as gym; gym.make({env!r}).close()"
-    child = subprocess.run(
-        [sys.executable, "-c", probe], cwd=cwd, capture_output=True, text=True, timeout=120
-    )
-    if child.returncode == 0:
-        return None
-    lines = child.stderr.strip().splitlines()
-    return lines[-1] if lines else f"exit code {child.returncode}"
 
 
 def run_benchmark(args: argparse.Namespace, runs_root: Path) -> dict[str, Any]:
@@ -733,90 +685,49 @@ def run_benchmark(args: argparse.Namespace, runs_root: Path) -> dict[str, Any]:
             "mapping_notes": {algo: zoo_to_vecpg_args(algo)[1] for algo in ("ppo", "a2c")},
         },
     }
-    if args.quality:
-        runs, summary = [], []
-        for env in args.quality_envs:
-            missing = env_unavailable(env, runs_root)
-            for algo in args.quality_algos:
-                if missing:
-                    summary.append({"env": env, "algo": algo, "skipped": missing})
-                    continue
-                mine = []
-                for seed in args.seeds:
-                    run = run_one(
-                        f"vecpg-{algo}",
-                        env=env,
-                        seed=seed,
-                        target=None,
-                        total_steps=args.quality_steps,
-                        **common,
-                    )
-                    _progress(run)
-                    runs.append(run)
-                    mine.append(run)
-                # NaN: no episode finished in the run; it has no return to take a median of.
-                returns = [r.get("episode_return_mean") for r in mine if not r.get("error")]
-                finite = [value for value in returns if value is not None and math.isfinite(value)]
-                summary.append(
-                    {
-                        "env": env,
-                        "algo": algo,
-                        "returns": returns,
-                        "median_return": statistics.median(finite) if finite else None,
-                        "errors": [r["error"] for r in mine if r.get("error")],
-                        "reference": QUALITY_REFERENCES.get((env, algo)),
-                    }
+    if not args.skip_solve:
+        runs = []
+        for seed in args.seeds:  # interleaved: seed 1 of every tool, then seed 2, ...
+            for tool in args.tools:
+                run = run_one(
+                    tool,
+                    env=args.env,
+                    seed=seed,
+                    target=args.target,
+                    total_steps=None,
+                    **common,
                 )
-        report["quality"] = {
-            "total_steps": args.quality_steps,
+                _progress(run)
+                runs.append(run)
+        report["solve"] = {
+            "env": args.env,
+            "target": args.target,
             "seeds": args.seeds,
             "runs": runs,
-            "summary": summary,
+            "summary": summarize_solve(runs, args.tools),
         }
-    else:
-        if not args.skip_solve:
-            runs = []
-            for seed in args.seeds:  # interleaved: seed 1 of every tool, then seed 2, ...
-                for tool in args.tools:
-                    run = run_one(
-                        tool,
-                        env=args.env,
-                        seed=seed,
-                        target=args.target,
-                        total_steps=None,
-                        **common,
-                    )
-                    _progress(run)
-                    runs.append(run)
-            report["solve"] = {
-                "env": args.env,
-                "target": args.target,
-                "seeds": args.seeds,
-                "runs": runs,
-                "summary": summarize_solve(runs, args.tools),
-            }
-        if not args.skip_throughput:
-            runs = []
-            for repeat in range(args.throughput_repeats):
-                for tool in ("vecpg-ppo-zoo", "sb3-ppo"):
-                    run = run_one(
-                        tool,
-                        env=args.env,
-                        seed=repeat + 1,
-                        target=None,
-                        total_steps=args.throughput_steps,
-                        **common,
-                    )
-                    _progress(run)
-                    runs.append(run)
-            report["throughput"] = {
-                "env": args.env,
-                "total_steps": args.throughput_steps,
-                "repeats": args.throughput_repeats,
-                "runs": runs,
-                "summary": summarize_throughput(runs),
-            }
-        report["targets"] = target_checks(report)
+    if not args.skip_throughput:
+        runs = []
+        for repeat in range(args.throughput_repeats):
+            for tool in ("vecpg-ppo-zoo", "sb3-ppo"):
+                run = run_one(
+                    tool,
+                    env=args.env,
+                    seed=repeat + 1,
+                    target=None,
+                    total_steps=args.throughput_steps,
+                    **common,
+                )
+                _progress(run)
+                runs.append(run)
+        report["throughput"] = {
+            "env": args.env,
+            "total_steps": args.throughput_steps,
+            "repeats": args.throughput_repeats,
+            "runs": runs,
+            "summary": summarize_throughput(runs),
+        }
+    report["targets"] = target_checks(report)
     report["machine"]["load_average_at_end"] = os.getloadavg()
     return report
 

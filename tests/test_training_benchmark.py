@@ -209,11 +209,6 @@ def test_sb3_defaults_match_the_installed_stable_baselines3():
             assert signature[name].default == value, (algo, name)
 
 
-def test_unavailable_env_gives_a_reason(tmp_path):
-    reason = training.env_unavailable("NoSuchEnv-v0", tmp_path)
-    assert reason and "NoSuchEnv" in reason
-
-
 def test_tiny_end_to_end_run_writes_json_and_table(tmp_path, capsys):
     out = tmp_path / "training.json"
     tools = ["vecpg-ppo", "sb3-ppo"] if HAS_SB3 else ["vecpg-ppo"]
