@@ -8,13 +8,17 @@ Every cell (env, algo, seed) is one fresh ``vecpg train --env ENV --algo ALGO --
 process, with no hyperparameter flag (the env's preset decides; ``--run-dir``, ``--quiet``
 and ``--no-tensorboard`` only say where and how to run), at the preset's step budget. Its
 final return is the ``episode_return_mean`` of the last metrics row: the mean return of
-the last 20 training episodes (stochastic policy). Each cell appends one JSON line to the
-results file as it finishes, so an interrupted table resumes where it stopped (finished
-cells are skipped; ``--rerun`` runs them again).
+the last 20 training episodes (stochastic policy). Its deterministic score is ``vecpg eval``
+of the last checkpoint: the mean return of 20 episodes of the policy's mode/mean, on seeds
+training never used. Each cell appends one JSON line to the results file as it finishes,
+so an interrupted table resumes where it stopped (finished cells are skipped; ``--rerun``
+runs them again; finished cells written without a deterministic score get one).
 
 The random-policy score of each env (uniform random actions, ``--random-episodes``
 episodes, seeded) is measured once and stored in the same file; the normalized score is
-``(vecpg - random) / (published - random)`` (the acceptance target is >= 0.9).
+``(vecpg - random) / (published - random)``, with vecpg's score of the published figure's
+kind (rl-zoo's are deterministic evaluations, CleanRL's training returns); the acceptance
+target is >= 0.9.
 Learning curves: ``vecpg plot`` over the run dirs under ``--runs-dir``.
 """
 
@@ -31,7 +35,7 @@ import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 HERE = Path(__file__).resolve().parent
 ENVS = [
@@ -45,29 +49,57 @@ ENVS = [
 ]
 ALGOS = ["ppo", "a2c"]
 
-# Published figures: (mean, std, budget in env steps, source). rl-zoo's benchmark.md
-# evaluates one trained agent deterministically on older env versions (v2/v3/v0); vecpg
-# reports the last 20 training episodes of a stochastic policy, mean over seeds.
+
+class Published(NamedTuple):
+    """A published score: its mean and std, step budget, metric and source.
+
+    ``metric`` says which of vecpg's two scores it is compared with: ``"deterministic"``
+    (rl-zoo's benchmark.md: one trained agent run with its deterministic policy, against
+    ``vecpg eval``'s mean) or ``"training"`` (CleanRL: the return of training episodes,
+    mean over seeds, against vecpg's mean of its last 20 training episodes).
+    """
+
+    mean: float
+    std: float
+    budget: int
+    metric: str
+    source: str
+
+
 _ZOO = "rl-zoo benchmark.md @ 02a1a901"
 _ZOO_LATER = "rl-zoo benchmark.md @ 0088472b"
 _CLEANRL_PPO = "CleanRL docs/rl-algorithms/ppo.md, ppo_continuous_action.py"
-PUBLISHED: dict[tuple[str, str], tuple[float, float, int, str]] = {
-    ("CartPole-v1", "ppo"): (500.0, 0.0, 100_000, _ZOO),
-    ("CartPole-v1", "a2c"): (500.0, 0.0, 500_000, _ZOO),
-    ("Acrobot-v1", "ppo"): (-73.506, 18.201, 1_000_000, _ZOO),
-    ("Acrobot-v1", "a2c"): (-83.353, 17.213, 500_000, _ZOO),
-    ("LunarLander-v3", "ppo"): (242.119, 31.823, 1_000_000, f"{_ZOO} (LunarLander-v2)"),
-    ("LunarLander-v3", "a2c"): (155.751, 80.419, 200_000, f"{_ZOO} (LunarLander-v2)"),
-    ("Pendulum-v1", "ppo"): (-172.225, 104.159, 100_000, _ZOO_LATER),
-    ("Pendulum-v1", "a2c"): (-162.965, 103.210, 1_000_000, _ZOO_LATER),
-    # CleanRL's published ppo_continuous_action results (the MuJoCo PPO preset's source):
-    # mean ± std over seeds of the training episodes' return at 1M steps, MuJoCo v2.
-    ("HalfCheetah-v5", "ppo"): (1822.82, 928.11, 1_000_000, f"{_CLEANRL_PPO} (HalfCheetah-v2)"),
-    ("Hopper-v5", "ppo"): (2231.12, 656.72, 1_000_000, f"{_CLEANRL_PPO} (Hopper-v2)"),
-    ("Walker2d-v5", "ppo"): (3050.09, 1136.21, 1_000_000, f"{_CLEANRL_PPO} (Walker2d-v2)"),
-    ("HalfCheetah-v5", "a2c"): (3041.174, 157.265, 1_000_000, f"{_ZOO_LATER} (HalfCheetah-v3)"),
-    ("Hopper-v5", "a2c"): (733.454, 376.574, 1_000_000, f"{_ZOO_LATER} (Hopper-v3)"),
+_DET, _TRAIN = "deterministic", "training"
+# rl-zoo's figures are for older env versions (v2/v3/v0 where named), CleanRL's for MuJoCo v2.
+PUBLISHED: dict[tuple[str, str], Published] = {
+    ("CartPole-v1", "ppo"): Published(500.0, 0.0, 100_000, _DET, _ZOO),
+    ("CartPole-v1", "a2c"): Published(500.0, 0.0, 500_000, _DET, _ZOO),
+    ("Acrobot-v1", "ppo"): Published(-73.506, 18.201, 1_000_000, _DET, _ZOO),
+    ("Acrobot-v1", "a2c"): Published(-83.353, 17.213, 500_000, _DET, _ZOO),
+    ("LunarLander-v3", "ppo"): Published(
+        242.119, 31.823, 1_000_000, _DET, f"{_ZOO} (LunarLander-v2)"
+    ),
+    ("LunarLander-v3", "a2c"): Published(
+        155.751, 80.419, 200_000, _DET, f"{_ZOO} (LunarLander-v2)"
+    ),
+    ("Pendulum-v1", "ppo"): Published(-172.225, 104.159, 100_000, _DET, _ZOO_LATER),
+    ("Pendulum-v1", "a2c"): Published(-162.965, 103.210, 1_000_000, _DET, _ZOO_LATER),
+    # The MuJoCo PPO preset's own source.
+    ("HalfCheetah-v5", "ppo"): Published(
+        1822.82, 928.11, 1_000_000, _TRAIN, f"{_CLEANRL_PPO} (HalfCheetah-v2)"
+    ),
+    ("Hopper-v5", "ppo"): Published(
+        2231.12, 656.72, 1_000_000, _TRAIN, f"{_CLEANRL_PPO} (Hopper-v2)"
+    ),
+    ("Walker2d-v5", "ppo"): Published(
+        3050.09, 1136.21, 1_000_000, _TRAIN, f"{_CLEANRL_PPO} (Walker2d-v2)"
+    ),
+    ("HalfCheetah-v5", "a2c"): Published(
+        3041.174, 157.265, 1_000_000, _DET, f"{_ZOO_LATER} (HalfCheetah-v3)"
+    ),
+    ("Hopper-v5", "a2c"): Published(733.454, 376.574, 1_000_000, _DET, f"{_ZOO_LATER} (Hopper-v3)"),
 }
+EVAL_EPISODES = 20
 RESULT_KINDS = ("cell", "random")
 
 
@@ -115,6 +147,30 @@ def train_command(env: str, algo: str, seed: int, run_dir: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def eval_command(run_dir: Path) -> list[str]:
+    """``vecpg eval`` of the run's last checkpoint: its deterministic policy, fresh seeds."""
+    return [
+        sys.executable, "-m", "vecpg", "eval", str(run_dir),
+        "--episodes", str(EVAL_EPISODES), "--json",
+    ]  # fmt: skip
+
+
+def deterministic_return(run_dir: Path, timeout_s: float) -> float:
+    """Mean return of ``EVAL_EPISODES`` deterministic episodes, NaN if the eval failed."""
+    if not run_dir.is_dir():
+        return math.nan
+    try:
+        completed = subprocess.run(
+            eval_command(run_dir), capture_output=True, text=True, timeout=timeout_s, cwd=run_dir
+        )
+    except subprocess.TimeoutExpired:
+        return math.nan
+    lines = completed.stdout.strip().splitlines()
+    if completed.returncode != 0 or not lines:
+        return math.nan
+    return float(json.loads(lines[-1])["deterministic"]["return_mean"])
+
+
 def last_row(metrics: Path) -> dict[str, str] | None:
     import csv
 
@@ -146,7 +202,8 @@ def run_cell(env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float) -
     wall_s = time.perf_counter() - started
     row = last_row(run_dir / "metrics.csv")
     final = float(row["episode_return_mean"]) if row else math.nan
-    config = {}
+    evaluated = deterministic_return(run_dir, timeout_s) if returncode == 0 else math.nan
+    config: dict[str, Any] = {}
     if (run_dir / "config.yaml").exists():
         import yaml
 
@@ -157,6 +214,7 @@ def run_cell(env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float) -
         "algo": algo,
         "seed": seed,
         "final_return": final,
+        "eval_return": evaluated,
         "global_step": int(row["global_step"]) if row else 0,
         "total_steps": config.get("total_steps"),
         "preset": config.get("preset"),
@@ -197,9 +255,16 @@ def random_score(env: str, episodes: int, seed: int = 0) -> dict[str, Any]:
     }
 
 
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    finite = [value for value in values if math.isfinite(value)]
+    mean = statistics.fmean(finite) if finite else math.nan
+    return mean, statistics.pstdev(finite) if len(finite) > 1 else math.nan
+
+
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (env, algo) with measured cells: mean/std over seeds, published,
-    random and normalized scores."""
+    """One row per (env, algo) with measured cells: the training and deterministic scores
+    (mean/std over seeds), published, random and the normalized score, which compares the
+    published figure with vecpg's score of the same kind (``Published.metric``)."""
     randoms = {r["env"]: r["mean"] for r in results if r["kind"] == "random"}
     cells: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     for result in results:  # the latest line of a cell wins (a rerun replaces it)
@@ -207,23 +272,31 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             cells.setdefault((result["env"], result["algo"]), {})[result["seed"]] = result
     rows = []
     for (env, algo), by_seed in sorted(cells.items(), key=lambda item: ENVS.index(item[0][0])):
-        done = [cell for cell in by_seed.values() if cell["returncode"] == 0]
-        finals = [cell["final_return"] for cell in done if math.isfinite(cell["final_return"])]
-        mean = statistics.fmean(finals) if finals else math.nan
-        std = statistics.pstdev(finals) if len(finals) > 1 else math.nan
+        done = sorted(
+            (cell for cell in by_seed.values() if cell["returncode"] == 0),
+            key=lambda cell: cell["seed"],
+        )
+        finals = [cell["final_return"] for cell in done]
+        evals = [cell.get("eval_return", math.nan) for cell in done]
+        mean, std = _mean_std(finals)
+        eval_mean, eval_std = _mean_std(evals)
         published = PUBLISHED.get((env, algo))
         random = randoms.get(env)
         normalized = math.nan
-        if published is not None and random is not None and finals:
-            normalized = (mean - random) / (published[0] - random)
+        if published is not None and random is not None:
+            score = eval_mean if published.metric == "deterministic" else mean
+            normalized = (score - random) / (published.mean - random)
         rows.append(
             {
                 "env": env,
                 "algo": algo,
-                "seeds": sorted(cell["seed"] for cell in done),
-                "finals": [round(cell["final_return"], 1) for cell in done],
+                "seeds": [cell["seed"] for cell in done],
+                "finals": [round(value, 1) for value in finals],
+                "evals": [round(value, 1) for value in evals],
                 "mean": mean,
                 "std": std,
+                "eval_mean": eval_mean,
+                "eval_std": eval_std,
                 "steps": sorted({cell["global_step"] for cell in done}),
                 "wall_s": [cell["wall_s"] for cell in done],
                 "published": published,
@@ -235,22 +308,31 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _shown(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None or math.isnan(value) else format(value, spec)
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| env | algo | steps | vecpg mean ± std (seeds) | per seed | published (budget) "
+        "| env | algo | steps | training return, mean ± std (seeds) | per seed "
+        "| deterministic eval, mean ± std | per seed | published (budget, kind) "
         "| random | normalized | wall s per run |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in rows:
         published = row["published"]
-        shown = f"{published[0]:g} ± {published[1]:g} ({published[2]:,})" if published else "-"
-        normalized = "-" if math.isnan(row["normalized"]) else f"{row['normalized']:.2f}"
-        std = "-" if math.isnan(row["std"]) else f"{row['std']:.1f}"
-        random = "-" if row["random"] is None else f"{row['random']:.1f}"
+        shown = (
+            f"{published.mean:g} ± {published.std:g} ({published.budget:,}, {published.metric})"
+            if published
+            else "-"
+        )
         lines.append(
             f"| {row['env']} | {row['algo']} | {', '.join(f'{s:,}' for s in row['steps'])} "
-            f"| {row['mean']:.1f} ± {std} ({len(row['seeds'])}) "
-            f"| {' '.join(str(f) for f in row['finals'])} | {shown} | {random} | {normalized} "
+            f"| {_shown(row['mean'])} ± {_shown(row['std'])} ({len(row['seeds'])}) "
+            f"| {' '.join(_shown(f) for f in row['finals'])} "
+            f"| {_shown(row['eval_mean'])} ± {_shown(row['eval_std'])} "
+            f"| {' '.join(_shown(e) for e in row['evals'])} "
+            f"| {shown} | {_shown(row['random'])} | {_shown(row['normalized'], '.2f')} "
             f"| {' '.join(f'{w:.0f}' for w in row['wall_s'])} |"
         )
     return "\n".join(lines)
@@ -273,6 +355,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rerun", action="store_true", help="run finished cells again")
     parser.add_argument("--report", action="store_true", help="only print the table")
     return parser
+
+
+def evaluate_older_cells(args: argparse.Namespace) -> None:
+    """Give finished cells of the selected envs/algos written without a deterministic
+    evaluation one (from their run dir's checkpoint), as an updated line."""
+    latest = {
+        (r["env"], r["algo"], r["seed"]): r
+        for r in read_results(args.results)
+        if r["kind"] == "cell"
+    }
+    for (env, algo, _seed), cell in latest.items():
+        run_dir = Path(cell.get("run_dir", ""))
+        if env not in args.envs or algo not in args.algos or "eval_return" in cell:
+            continue
+        if cell["returncode"] == 0 and run_dir.is_dir():
+            evaluated = deterministic_return(run_dir, args.timeout)
+            append_result(args.results, {**cell, "eval_return": evaluated})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -299,11 +398,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                     result = run_cell(env, algo, seed, args.runs_dir, args.timeout)
                     append_result(args.results, result)
                     print(
-                        f"{env} {algo} seed {seed}: final {result['final_return']:.1f} "
+                        f"{env} {algo} seed {seed}: final {result['final_return']:.1f}, "
+                        f"deterministic {result['eval_return']:.1f}, "
                         f"at {result['global_step']:,} steps in {result['wall_s']:.0f} s"
                         + (f" (failed: {result['error']})" if result["returncode"] != 0 else ""),
                         flush=True,
                     )
+        evaluate_older_cells(args)
     print(markdown(summarize(read_results(args.results))))
     return 0
 

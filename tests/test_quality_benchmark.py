@@ -6,6 +6,8 @@ import importlib.util
 import json
 import math
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -21,28 +23,62 @@ def load_quality():
 quality = load_quality()
 
 
-def cell(env, algo, seed, final, returncode=0):
+def cell(env, algo, seed, final, returncode=0, evaluated=math.nan):
     return {
         "kind": "cell", "env": env, "algo": algo, "seed": seed, "final_return": final,
-        "global_step": 1000, "wall_s": 1.0, "returncode": returncode,
+        "eval_return": evaluated, "global_step": 1000, "wall_s": 1.0, "returncode": returncode,
+        "run_dir": "",
     }  # fmt: skip
 
 
-def test_summary_normalizes_against_random_and_published():
+def test_summary_normalizes_the_published_figures_kind_of_score():
     results = [
         {"kind": "random", "env": "Acrobot-v1", "mean": -500.0},
-        cell("Acrobot-v1", "ppo", 1, -100.0),
-        cell("Acrobot-v1", "ppo", 2, -80.0),
-        cell("Acrobot-v1", "ppo", 3, -90.0),
+        cell("Acrobot-v1", "ppo", 1, -100.0, evaluated=-70.0),
+        cell("Acrobot-v1", "ppo", 2, -80.0, evaluated=-60.0),
+        cell("Acrobot-v1", "ppo", 3, -90.0, evaluated=-80.0),
         cell("Acrobot-v1", "ppo", 4, 0.0, returncode=1),  # a failed run is not averaged
+        {"kind": "random", "env": "HalfCheetah-v5", "mean": -300.0},
+        cell("HalfCheetah-v5", "ppo", 1, 1700.0, evaluated=2500.0),
     ]
-    [row] = quality.summarize(results)
-    assert row["mean"] == pytest.approx(-90.0)
-    assert row["std"] == pytest.approx(math.sqrt(200 / 3))
-    published = quality.PUBLISHED[("Acrobot-v1", "ppo")][0]
-    assert row["normalized"] == pytest.approx((-90.0 + 500.0) / (published + 500.0))
-    assert row["failed"] == [4]
-    assert "| Acrobot-v1 | ppo |" in quality.markdown([row])
+    acrobot, cheetah = quality.summarize(results)
+    assert acrobot["mean"] == pytest.approx(-90.0)
+    assert acrobot["std"] == pytest.approx(math.sqrt(200 / 3))
+    assert acrobot["eval_mean"] == pytest.approx(-70.0)
+    # rl-zoo's figure is a deterministic evaluation: compared with vecpg eval's score
+    published = quality.PUBLISHED[("Acrobot-v1", "ppo")]
+    assert published.metric == "deterministic"
+    assert acrobot["normalized"] == pytest.approx((-70.0 + 500.0) / (published.mean + 500.0))
+    assert acrobot["failed"] == [4]
+    # CleanRL's is the return of training episodes: compared with vecpg's last 20
+    published = quality.PUBLISHED[("HalfCheetah-v5", "ppo")]
+    assert published.metric == "training"
+    assert cheetah["normalized"] == pytest.approx(2000.0 / (published.mean + 300.0))
+    table = quality.markdown([acrobot, cheetah])
+    assert "| Acrobot-v1 | ppo |" in table and "-70.0 ± 8.2" in table
+
+
+def test_cells_without_a_deterministic_score_get_one_as_an_updated_line(tmp_path, monkeypatch):
+    run_dir = tmp_path / "CartPole-v1__ppo__1"
+    run_dir.mkdir()
+    older = {**cell("CartPole-v1", "ppo", 1, 480.0), "run_dir": str(run_dir)}
+    del older["eval_return"]
+    results = tmp_path / "quality.jsonl"
+    results.write_text(
+        json.dumps({"kind": "random", "env": "CartPole-v1", "mean": 20.0}) + "\n"
+        + json.dumps(older) + "\n"
+    )  # fmt: skip
+    evaluated = []
+    monkeypatch.setattr(
+        quality, "deterministic_return", lambda path, timeout: evaluated.append(path) or 500.0
+    )
+    arguments = ["--envs", "CartPole-v1", "--algos", "ppo", "--seeds", "1"]
+    assert quality.main([*arguments, "--results", str(results), "--runs-dir", str(tmp_path)]) == 0
+    assert evaluated == [run_dir]
+    [row] = quality.summarize(quality.read_results(results))
+    assert (row["mean"], row["eval_mean"]) == (480.0, 500.0)
+    quality.main([*arguments, "--results", str(results), "--runs-dir", str(tmp_path)])
+    assert evaluated == [run_dir]  # evaluated once
 
 
 def test_finished_cells_are_skipped_and_new_ones_appended(tmp_path, monkeypatch):
@@ -69,3 +105,13 @@ def test_train_command_sets_no_hyperparameter():
     command = quality.train_command("Hopper-v5", "ppo", 3, pathlib.Path("/tmp/run"))
     options = [part for part in command if part.startswith("--")]
     assert options == ["--env", "--algo", "--seed", "--run-dir", "--quiet", "--no-tensorboard"]
+
+
+def test_deterministic_return_reads_vecpg_eval_of_a_real_run(tmp_path):
+    run_dir = tmp_path / "run"
+    train = [sys.executable, "-m", "vecpg", "train", "--env", "CartPole-v1", "--total-steps"]
+    train += ["512", "--vector", "sync", "--run-dir", str(run_dir), "--quiet", "--no-tensorboard"]
+    subprocess.run(train, check=True, capture_output=True, timeout=300)
+    score = quality.deterministic_return(run_dir, timeout_s=300)
+    assert 8.0 <= score <= 500.0  # CartPole's returns: at least 8 steps, at most 500
+    assert math.isnan(quality.deterministic_return(tmp_path / "missing", timeout_s=300))
