@@ -157,3 +157,28 @@ def test_sigterm_with_ray_samplers_checkpoints_and_shuts_ray_down(tmp_path):
     assert not wait_gone(descendants, timeout_s=60), "Ray or its actors outlived the run"
     logged = logged_steps(run_dir)
     assert checkpoint.load_latest(run_dir).step == logged[-1]
+
+
+def test_a_stop_signal_during_an_update_is_handled_once_the_update_is_done():
+    from vecpg.run.stop_signals import stop_signals_deferred
+
+    seen = []
+
+    def handler(number, frame):
+        seen.append(number)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        finished = False
+        with pytest.raises(KeyboardInterrupt):
+            with stop_signals_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                for _ in range(1000):  # bytecodes at which a signal's handler could run
+                    pass
+                finished = True
+            pytest.fail("the pending signal was not handled after the block")
+        assert finished and seen == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is handler  # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -32,6 +32,7 @@ from vecpg.run.config import TrainConfig
 from vecpg.run.env_factory import env_spaces, make_vector_env
 from vecpg.run.metrics import process_time_s
 from vecpg.run.run_dir import create_unique
+from vecpg.run.stop_signals import stop_signals_deferred
 from vecpg.sampler import Sampler
 
 
@@ -231,15 +232,16 @@ class Trainer:
                 self.learner.set_progress(self.global_step / self.total_steps)
                 sampling_start = time.perf_counter()
                 self.sampler.collect()
-                update_start = time.perf_counter()
-                metrics = self.learner.update(self.buffer)
-                metrics["sampling_time_s"] = update_start - sampling_start
-                metrics["update_time_s"] = time.perf_counter() - update_start
-                if self.device.type == "cuda":
-                    metrics["gpu_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
-                self.update += 1
-                row = self._row(metrics, train_start)
-                self._call("on_update", row)
+                with stop_signals_deferred():  # a stop lands between updates, never inside
+                    update_start = time.perf_counter()
+                    metrics = self.learner.update(self.buffer)
+                    metrics["sampling_time_s"] = update_start - sampling_start
+                    metrics["update_time_s"] = time.perf_counter() - update_start
+                    if self.device.type == "cuda":
+                        metrics["gpu_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
+                    self.update += 1
+                    row = self._row(metrics, train_start)
+                    self._call("on_update", row)
                 if (
                     config.stop_at_return is not None
                     and row["episode_return_mean"] >= config.stop_at_return
