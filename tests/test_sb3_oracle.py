@@ -1,0 +1,103 @@
+"""benchmarks/sb3_oracle.py: vecpg's resolved preset translated to SB3, and a short run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import pathlib
+
+import pytest
+
+pytest.importorskip("stable_baselines3")
+torch = pytest.importorskip("torch")
+
+from vecpg.run.config import resolve_config  # noqa: E402
+
+
+def load_oracle():
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "sb3_oracle.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_sb3_oracle", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+oracle = load_oracle()
+
+
+def test_a2c_preset_translates_to_sb3_arguments():
+    config = resolve_config(cli_values={"env": "Pendulum-v1", "algo": "a2c"})
+    settings, notes = oracle.sb3_settings(config)
+    assert settings["n_envs"] == config.num_envs
+    assert settings["total_steps"] == config.total_steps
+    assert settings["n_steps"] == config.num_steps
+    assert settings["gamma"] == config.gamma and settings["gae_lambda"] == config.gae_lambda
+    assert settings["vf_coef"] == pytest.approx(config.vf_coef / 2)  # SB3: MSE, vecpg: 0.5 MSE
+    assert settings["use_rms_prop"] is True and settings["rms_prop_eps"] == config.optimizer_eps
+    assert settings["normalize"] == {"norm_obs": True, "norm_reward": True}
+    assert settings["normalize_advantage"] is False
+    policy = settings["policy_kwargs"]
+    assert policy["log_std_init"] == config.log_std_init and policy["ortho_init"] is False
+    assert policy["net_arch"] == {"pi": config.hidden_sizes, "vf": config.hidden_sizes}
+    # anneal_lr: linear from the preset's rate (progress_remaining 1) to 0
+    assert settings["learning_rate"](1.0) == pytest.approx(config.learning_rate)
+    assert settings["learning_rate"](0.25) == pytest.approx(config.learning_rate / 4)
+    assert any("vf_coef" in note for note in notes)
+
+
+def test_ppo_minibatches_become_a_batch_size_and_value_clipping_a_range():
+    config = resolve_config(cli_values={"env": "HalfCheetah-v5", "algo": "ppo"})
+    settings, _ = oracle.sb3_settings(config)
+    rollout = config.num_envs * config.num_steps
+    assert settings["batch_size"] * config.num_minibatches == rollout
+    assert settings["n_epochs"] == config.num_epochs
+    assert settings["clip_range"] == config.clip_coef
+    assert settings["clip_range_vf"] == config.clip_coef  # the MuJoCo preset clips values
+    assert settings["policy_kwargs"]["optimizer_kwargs"] == {"eps": config.optimizer_eps}
+    assert settings["policy_kwargs"]["activation_fn"] is torch.nn.Tanh
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"algo": "reinforce"}, "reinforce"),
+        ({"advantage": "nstep"}, "advantage"),
+        ({"squash": True}, "squash"),
+        ({"shared_trunk": True}, "shared_trunk"),
+    ],
+)
+def test_settings_sb3_cannot_run_are_refused_by_name(values, named):
+    config = resolve_config(cli_values={"env": "CartPole-v1", "algo": "a2c", **values})
+    with pytest.raises(ValueError, match=named):
+        oracle.sb3_settings(config)
+
+
+def test_overrides_parse_json_values_and_refuse_a_bare_key():
+    assert oracle.parse_overrides(["use_sde=true", "sde_sample_freq=4", "x=abc"]) == {
+        "use_sde": True,
+        "sde_sample_freq": 4,
+        "x": "abc",
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        oracle.parse_overrides(["use_sde"])
+
+
+def test_a_short_run_writes_both_scores(tmp_path, monkeypatch):
+    # A 2-update budget keeps the test short; the translation is the preset's otherwise.
+    translate = oracle.sb3_settings
+
+    def short(config):
+        settings, notes = translate(config)
+        settings["total_steps"] = 2 * settings["n_envs"] * settings["n_steps"]
+        return settings, notes
+
+    monkeypatch.setattr(oracle, "sb3_settings", short)
+    results = tmp_path / "oracle.jsonl"
+    assert oracle.main(["--env", "CartPole-v1", "--algo", "a2c", "--seeds", "3",
+                        "--results", str(results)]) == 0  # fmt: skip
+    (line,) = [json.loads(text) for text in results.read_text().splitlines()]
+    assert (line["env"], line["algo"], line["seed"]) == ("CartPole-v1", "a2c", 3)
+    assert line["preset"] == "classic-control"
+    assert math.isfinite(line["eval_return"]) and line["eval_return"] >= 8  # CartPole's floor
+    assert line["global_step"] >= 2 * 5
