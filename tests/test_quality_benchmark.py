@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import pathlib
@@ -11,16 +10,9 @@ import sys
 
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
 
-def load_quality():
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_quality", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-quality = load_quality()
+quality = load_benchmark("quality")
 
 
 def cell(env, algo, seed, final, returncode=0, evaluated=math.nan):

@@ -7,12 +7,12 @@ import functools
 import importlib.util
 import json
 import multiprocessing
-import pathlib
 import statistics
 
 import gymnasium
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
 from tests.fresh_python import run_python
 from vecpg.bench import sampling as sampling_benchmark
 from vecpg.commands.cli import main as cli_main
@@ -24,14 +24,6 @@ POINT_FIELDS = {
     "workload", "num_envs", "vectorizer", "kind", "num_workers", "wait",
     "is_vecpg_default", "status", "reason", "runs",
 }  # fmt: skip
-
-
-def load_script():
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "sampling.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_sampling", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_tiny_grid_is_well_formed_json_with_positive_rates():
@@ -264,7 +256,7 @@ def _point(
 
 
 def test_targets_pass_fail_and_skip():
-    script = load_script()
+    script = load_benchmark("sampling")
     report = {
         "settings": {"step_cost_us": 100.0},
         "points": [
@@ -300,7 +292,7 @@ def test_targets_pass_fail_and_skip():
 
 def test_defaults_are_compared_with_other_layouts_only():
     """A point that resolves to the defaults' layout measures the defaults again: pooled."""
-    script = load_script()
+    script = load_benchmark("sampling")
     points = [
         _point("image", 16, "vecpg(w=default,wait=default)", 100.0, default=True),
         _point("image", 16, "vecpg(w=default,wait=spin)", 130.0, workers=2),  # same layout
@@ -316,7 +308,7 @@ def test_defaults_are_compared_with_other_layouts_only():
 
 
 def test_script_quick_defaults_keep_explicit_options():
-    script = load_script()
+    script = load_benchmark("sampling")
     argv = ["--quick", "--peers", "sync", "sb3"]
     args = script.build_parser().parse_args(argv)
     script.apply_quick(args, argv)
@@ -335,7 +327,7 @@ def test_sb3_points_run_and_get_ratios_against_sb3():
     assert points["vecpg-sb3"]["status"] == "ok" and points["vecpg-sb3"]["ratio_vs_sb3_dummy"] > 0
     assert points["vecpg-sb3"]["ratio_vs_sb3"] is None  # SB3's SubprocVecEnv was not measured
 
-    script = load_script()
+    script = load_benchmark("sampling")
     report = {
         "settings": {"step_cost_us": 100.0},
         "points": [

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import pathlib
 
 import pytest
 
 pytest.importorskip("stable_baselines3")
 torch = pytest.importorskip("torch")
 
+from tests.benchmark_scripts import load_benchmark  # noqa: E402
 from vecpg.run.config import resolve_config  # noqa: E402
 
-
-def load_oracle():
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "sb3_oracle.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_sb3_oracle", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-oracle = load_oracle()
+oracle = load_benchmark("sb3_oracle")
 
 
 def test_a2c_preset_translates_to_sb3_arguments():

@@ -9,10 +9,10 @@ import importlib.util
 import inspect
 import json
 import math
-import pathlib
 
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
 from vecpg.commands import train as train_command
 from vecpg.run.config import resolve_config
 
@@ -20,15 +20,7 @@ HAS_SB3 = importlib.util.find_spec("stable_baselines3") is not None
 needs_sb3 = pytest.mark.skipif(not HAS_SB3, reason="stable-baselines3 (bench extra) not installed")
 
 
-def load_script():
-    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "training.py"
-    spec = importlib.util.spec_from_file_location("benchmarks_training", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-training = load_script()
+training = load_benchmark("training")
 
 
 def test_sb3_result_line_is_found_among_other_output():
