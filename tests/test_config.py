@@ -59,6 +59,8 @@ def test_toml_file_with_a_train_table(tmp_path):
         ({"num_epochs": 2.5}, "num_epochs must be of type"),
         ({"num_workers": 99}, "num_workers must be between 1 and num_envs"),
         ({"target_kl": 0.0}, "target_kl must be > 0"),
+        ({"sde_sample_freq": 0}, "sde_sample_freq must be -1"),
+        ({"use_sde": True, "squash": True}, "use_sde and squash cannot be combined"),
         ({"learning_rte": 0.1}, "did you mean learning_rate"),
         ({"clip_coef": float("nan")}, "clip_coef must be finite"),
     ],

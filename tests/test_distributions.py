@@ -19,6 +19,7 @@ from vecpg.distributions import (
     DiagGaussian,
     GaussianHead,
     MultiCategorical,
+    StateDependentGaussian,
     TanhGaussian,
     for_action_space,
 )
@@ -49,6 +50,7 @@ def heads():
         yield name, for_action_space(space, FEATURES)
         if name in SQUASHABLE:
             yield f"{name}_squash", for_action_space(space, FEATURES, squash=True)
+            yield f"{name}_sde", for_action_space(space, FEATURES, state_dependent=True)
     yield (
         "discrete2_bernoulli",
         for_action_space(gym.spaces.Discrete(2, start=3), FEATURES, discrete_as_bernoulli=True),
@@ -374,6 +376,10 @@ def test_invalid_options_raise_config_error():
         for_action_space(ACTION_SPACES["box_unbounded"], FEATURES, squash=True)
     with pytest.raises(ConfigError, match="Discrete\\(2\\)"):
         for_action_space(gym.spaces.Discrete(3), FEATURES, discrete_as_bernoulli=True)
+    with pytest.raises(ConfigError, match="use_sde applies to Box"):
+        for_action_space(gym.spaces.Discrete(3), FEATURES, state_dependent=True)
+    with pytest.raises(ConfigError, match="squash and use_sde"):
+        for_action_space(ACTION_SPACES["box"], FEATURES, squash=True, state_dependent=True)
 
 
 def test_factory_picks_one_class_per_space():
@@ -383,8 +389,66 @@ def test_factory_picks_one_class_per_space():
         "multibinary": Bernoulli,
         "box": DiagGaussian,
         "box_squash": TanhGaussian,
+        "box_sde": StateDependentGaussian,
         "discrete2_bernoulli": Bernoulli,
     }
     for name, kind in kinds.items():
         assert type(HEADS[name](features())) is kind, name
     assert isinstance(HEADS["discrete2_bernoulli"], BernoulliHead)
+
+
+# --------------------------------------------------------------------------- gSDE
+
+
+def sde_head(log_std_init: float = -0.5) -> GaussianHead:
+    torch.manual_seed(3)
+    space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    head = for_action_space(space, FEATURES, state_dependent=True, log_std_init=log_std_init)
+    with torch.no_grad():  # exploration weights of different scales per (feature, action)
+        head.log_std.add_(0.3 * torch.randn_like(head.log_std))
+    return head
+
+
+def test_sde_is_a_gaussian_whose_variance_is_the_squared_features_times_weight_variance():
+    head, inputs = sde_head(), features()
+    distribution = head(inputs)
+    variance = inputs.square() @ head.log_std.exp().square() + head.SDE_VARIANCE_EPSILON
+    normal = reference.Normal(distribution.mean, variance.sqrt())
+    actions = torch.randn(BATCH, 2)
+    torch.testing.assert_close(distribution.log_prob(actions), normal.log_prob(actions).sum(-1))
+    torch.testing.assert_close(distribution.entropy(), normal.entropy().sum(-1))
+    assert torch.equal(distribution.mode(), distribution.mean)
+
+
+def test_sde_noise_is_the_features_times_one_weight_matrix_per_row():
+    head, inputs = sde_head(), features()
+    distribution = head(inputs)
+    assert distribution.noise_shape == (BATCH, FEATURES, 2)
+    uniform = torch.rand(distribution.noise_shape)
+    weights = head.log_std.exp() * reference.Normal(0.0, 1.0).icdf(uniform)  # [B, F, A]
+    expected = distribution.mean + torch.einsum("bf,bfa->ba", inputs, weights)
+    torch.testing.assert_close(distribution.sample(uniform), expected, rtol=1e-5, atol=1e-5)
+    # the same weights on another state: the noise follows the state, not the step
+    other = head(2.0 * inputs)
+    torch.testing.assert_close(
+        other.sample(uniform) - other.mean, 2.0 * (expected - distribution.mean)
+    )
+
+
+def test_sde_samples_without_given_noise_have_the_stated_variance():
+    head = sde_head()
+    one_state = features(1).expand(40_000, FEATURES)
+    distribution = head(one_state)
+    torch.manual_seed(0)
+    samples = distribution.sample()
+    empirical = samples.var(dim=0)
+    torch.testing.assert_close(empirical, distribution.std[0].square(), rtol=0.05, atol=0.0)
+
+
+def test_sde_trains_its_weight_std_not_the_features_through_the_noise():
+    head, inputs = sde_head(), features().requires_grad_(True)
+    distribution = head(inputs)
+    distribution.log_std.sum().backward()  # the noise scale alone
+    assert head.log_std.shape == (FEATURES, 2)
+    assert head.log_std.grad is not None and head.log_std.grad.abs().sum() > 0
+    assert inputs.grad is None  # features are read detached

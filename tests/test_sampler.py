@@ -49,6 +49,8 @@ class CountingEnv(gym.Env):
 class CountingCritic(torch.nn.Module):
     """act/value/to_env_actions like ActorCritic; V(x) = 10 * x + 1, action always 1."""
 
+    noise_period = 1  # fresh noise every step, as ActorCritic without gSDE
+
     def value(self, observations):
         if isinstance(observations, dict):
             observations = observations["count"]
@@ -187,7 +189,7 @@ def test_adapter_reports_final_observations_and_episode_statistics():
         env.close()
 
 
-def _samplers_with_and_without_overlap(env_id, normalize):
+def _samplers_with_and_without_overlap(env_id, normalize, use_sde=False):
     """Two Samplers (one batch / two halves) on the trainer's vector envs, same policy."""
     from vecpg.normalization import RewardScaler
     from vecpg.policies import ActorCritic
@@ -209,7 +211,7 @@ def _samplers_with_and_without_overlap(env_id, normalize):
         raw_space = env.single_observation_space
         space = normalized_space(raw_space) if normalize else raw_space
         torch.manual_seed(0)
-        policy = ActorCritic(space, env.single_action_space)
+        policy = ActorCritic(space, env.single_action_space, use_sde=use_sde)
         samplers[overlap] = Sampler(
             env,
             policy,
@@ -223,11 +225,14 @@ def _samplers_with_and_without_overlap(env_id, normalize):
     return samplers
 
 
-@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_overlapped_halves_fill_the_same_buffer_as_one_batch(env_id):
+@pytest.mark.parametrize(
+    ("env_id", "use_sde"), [("CartPole-v1", False), ("Pendulum-v1", False), ("Pendulum-v1", True)]
+)
+def test_overlapped_halves_fill_the_same_buffer_as_one_batch(env_id, use_sde):
     """--overlap-inference: two halves stepped in alternation give the [T, N] buffer that
-    one batch gives (same seeds, same policy), with episode ends inside it."""
-    samplers = _samplers_with_and_without_overlap(env_id, normalize=False)
+    one batch gives (same seeds, same policy), with episode ends inside it. With gSDE the
+    halves also draw the same per-env exploration weights as the whole batch."""
+    samplers = _samplers_with_and_without_overlap(env_id, normalize=False, use_sde=use_sde)
     one, halves = samplers[False].buffer, samplers[True].buffer
     try:
         for _ in range(6):
@@ -282,3 +287,55 @@ def test_overlap_needs_an_even_split():
         resolve_config(cli_values={"num_envs": 6, "num_workers": 3, "overlap_inference": True})
     with pytest.raises(ConfigError, match="vector=subproc"):
         resolve_config(cli_values={"vector": "sync", "overlap_inference": True})
+
+
+@pytest.mark.parametrize(("sde_sample_freq", "held_steps"), [(-1, 12), (4, 4)])
+def test_sde_exploration_weights_are_held_for_their_period(sde_sample_freq, held_steps):
+    """gSDE: within a period each env's noise is its features times one weight matrix.
+
+    A least-squares fit of noise = features @ W over the steps of one period leaves no
+    residual; over two periods (a new draw) it does. -1 holds the draw for the rollout.
+    """
+    from vecpg.policies import ActorCritic
+
+    env = GymnasiumVectorAdapter(
+        gym.vector.SyncVectorEnv(
+            [lambda: gym.make("Pendulum-v1") for _ in range(2)], autoreset_mode=SAME_STEP
+        )
+    )
+    torch.manual_seed(0)
+    policy = ActorCritic(
+        env.single_observation_space,
+        env.single_action_space,
+        hidden_sizes=(3,),
+        use_sde=True,
+        sde_sample_freq=sde_sample_freq,
+        log_std_init=-1.0,
+    )
+    buffer = RolloutBuffer(env.single_observation_space, env.single_action_space, 12, 2)
+    sampler = Sampler(env, policy, buffer)
+    try:
+        sampler.reset(seed=1)
+        for _ in range(2):  # the second rollout's periods start at env step 12
+            sampler.collect()
+            with torch.no_grad():
+                observations = buffer.observations.reshape(24, -1)
+                noise = buffer.actions.reshape(24, -1) - policy.distribution(observations).mean
+                latent = policy._actor_features(observations)
+            noise, latent = noise.reshape(12, 2, -1), latent.reshape(12, 2, -1)
+            for env_index in range(2):
+                z, n = latent[:, env_index], noise[:, env_index]
+                for start in range(0, 12, held_steps):
+                    period = slice(start, start + held_steps)
+                    assert _fit_residual(z[period], n[period]) < 1e-5
+                if held_steps < 12:
+                    assert _fit_residual(z[: 2 * held_steps], n[: 2 * held_steps]) > 1e-3
+    finally:
+        env.close()
+
+
+def _fit_residual(features, noise):
+    """Largest residual of the least-squares fit noise = features @ W (one W)."""
+    features, noise = features.double(), noise.double()
+    weights = torch.linalg.lstsq(features, noise).solution
+    return float((features @ weights - noise).abs().max())

@@ -12,6 +12,7 @@ MultiDiscrete      :class:`MultiCategorical`   int64 ``[B, *nvec.shape]``
 MultiBinary        :class:`Bernoulli`          float32 ``[B, *shape]`` (0/1)
 Box                :class:`DiagGaussian`       float32 ``[B, *shape]``
 Box, squash=True   :class:`TanhGaussian`       float32 ``[B, *shape]`` in [-1, 1]
+Box, use_sde=True  :class:`StateDependentGaussian`  float32 ``[B, *shape]``
 =================  ==========================  ==========================
 
 Actions carry the space's ``start`` offset (``Discrete(3, start=-1)`` samples -1, 0, 1),
@@ -47,6 +48,7 @@ __all__ = [
     "GaussianHead",
     "MultiCategorical",
     "MultiCategoricalHead",
+    "StateDependentGaussian",
     "TanhGaussian",
     "for_action_space",
 ]
@@ -398,6 +400,69 @@ class TanhGaussian(DiagGaussian):
         return torch.tanh(super().mode())
 
 
+class StateDependentGaussian(DiagGaussian):
+    """Generalized state-dependent exploration (gSDE, Raffin et al. 2021) over Box actions.
+
+    The exploration noise is a linear function of the policy's features:
+    ``a = mean(s) + z(s) @ W`` with ``z(s)`` the actor's last features ``[B, F]`` (detached)
+    and ``W`` ``[B, F, A]`` drawn from ``N(0, weight_std²)``, one matrix per env. Held fixed
+    for several steps (``sde_sample_freq``, or a whole rollout), ``W`` makes the noise a
+    smooth function of the state instead of white noise on every step, which is what
+    lets A2C learn Pendulum and similar tasks (rl-zoo's tuned A2C uses it there).
+
+    For one state the action is Gaussian with variance ``z(s)² @ weight_std²`` per action
+    dim, so log-probabilities and entropy are :class:`DiagGaussian`'s with that state's
+    ``log_std``; only sampling differs.
+
+    Args:
+        mean: ``[B, A]`` means.
+        log_std: ``[B, A]``, ``0.5 * log(z² @ weight_std² + eps)`` (built by the head).
+        action_shape: the Box shape; samples are ``[B, *action_shape]``.
+        features: ``[B, F]`` the detached features ``z(s)``.
+        weight_std: ``[F, A]`` standard deviations of the exploration weights.
+
+    Example:
+        >>> import torch
+        >>> features, weight_std = torch.tensor([[3.0, 4.0]]), torch.ones(2, 1)
+        >>> log_std = 0.5 * torch.log(features.square() @ weight_std.square())
+        >>> distribution = StateDependentGaussian(torch.zeros(1, 1), log_std, (1,), features, weight_std)
+        >>> distribution.std.item(), distribution.noise_shape  # sqrt(3² + 4²)
+        (5.0, torch.Size([1, 2, 1]))
+    """
+
+    __slots__ = ("features", "weight_std")
+    features: torch.Tensor
+    weight_std: torch.Tensor
+
+    def __init__(
+        self,
+        mean: torch.Tensor,
+        log_std: torch.Tensor,
+        action_shape: Sequence[int],
+        features: torch.Tensor,
+        weight_std: torch.Tensor,
+    ) -> None:
+        super().__init__(mean, log_std, action_shape)
+        self._set(features=features, weight_std=weight_std)
+
+    @property
+    def noise_shape(self) -> torch.Size:
+        """``[B, F, A]``: one exploration matrix per batch row (env)."""
+        return torch.Size((self.mean.shape[0], *self.weight_std.shape))
+
+    def rsample(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
+        """``mean + z @ W`` with ``W = weight_std * N(0, 1)``; ``uniform`` (``[B, F, A]``)
+        becomes the standard normal matrices by the inverse CDF. The same ``uniform``
+        gives the same matrices, which is how a sampler holds them across steps."""
+        if uniform is None:
+            normal = torch.randn(self.noise_shape, dtype=self.mean.dtype, device=self.mean.device)
+        else:
+            normal = math.sqrt(2.0) * torch.erfinv(2.0 * uniform.to(self.mean.dtype) - 1.0)
+        weights = self.weight_std * normal
+        noise = torch.bmm(self.features.unsqueeze(1), weights).squeeze(1)
+        return self._to_actions(self.mean + noise)
+
+
 class ActionHead(nn.Module):
     """Maps features ``[B, F]`` to a :class:`Distribution` over one action space.
 
@@ -492,13 +557,19 @@ class BernoulliHead(ActionHead):
 
 
 class GaussianHead(ActionHead):
-    """Box -> :class:`DiagGaussian` (or :class:`TanhGaussian` with ``squash=True``).
+    """Box -> :class:`DiagGaussian` (:class:`TanhGaussian` with ``squash=True``,
+    :class:`StateDependentGaussian` with ``state_dependent=True``).
 
-    The mean depends on the features; ``log_std`` is a state-independent parameter,
+    The mean depends on the features; ``log_std`` is a state-independent parameter
+    ``[A]`` (with ``state_dependent``: ``[F, A]``, the log std of the exploration weights),
     clamped to ``log_std_bounds`` here and only here. The clamp is hard: outside the
     bounds its gradient is zero, so the bounds are a guard against a diverging std (NaN
     log-probabilities, a collapsed policy), not a knob to tune the exploration with.
     """
+
+    # Added to gSDE's variance z² @ σ²: features near zero would otherwise give a zero
+    # std and an infinite log-probability (SB3 uses the same value).
+    SDE_VARIANCE_EPSILON = 1e-6
 
     def __init__(
         self,
@@ -506,10 +577,13 @@ class GaussianHead(ActionHead):
         in_features: int,
         *,
         squash: bool = False,
+        state_dependent: bool = False,
         log_std_init: float = 0.0,
         log_std_bounds: tuple[float, float] = (-20.0, 2.0),
     ) -> None:
         action_size = int(np.prod(action_space.shape))
+        if squash and state_dependent:
+            raise ConfigError("squash and use_sde cannot be combined; choose one")
         super().__init__(action_space, in_features, action_size)
         low_bound, high_bound = (float(bound) for bound in log_std_bounds)
         if not low_bound < high_bound:
@@ -526,17 +600,28 @@ class GaussianHead(ActionHead):
             raise ConfigError(
                 f"squash=True needs finite Box bounds to rescale tanh actions into, got {action_space}"
             )
-        self.squash = bool(squash)
+        self.squash, self.state_dependent = bool(squash), bool(state_dependent)
         self.action_shape = tuple(action_space.shape)
         self.log_std_bounds = (low_bound, high_bound)
-        self.log_std = nn.Parameter(torch.full((action_size,), float(log_std_init)))
+        shape = (in_features, action_size) if self.state_dependent else (action_size,)
+        self.log_std = nn.Parameter(torch.full(shape, float(log_std_init)))
         self._low, self._high = low, high
 
     def forward(self, features: torch.Tensor) -> DiagGaussian:
         mean = self._outputs(features)
         # The one place log_std is bounded: every distribution built here, for sampling
         # and for the loss alike, sees the same clamped value.
-        log_std = self.log_std.clamp(*self.log_std_bounds).expand_as(mean)
+        bounded = self.log_std.clamp(*self.log_std_bounds)
+        if self.state_dependent:
+            # gSDE's noise scales with the features but does not train them (as SB3's
+            # default): the features stay the mean's, the exploration is read off them.
+            detached = features.detach()
+            weight_std = bounded.exp()
+            variance = detached.square() @ weight_std.square() + self.SDE_VARIANCE_EPSILON
+            return StateDependentGaussian(
+                mean, 0.5 * torch.log(variance), self.action_shape, detached, weight_std
+            )
+        log_std = bounded.expand_as(mean)
         if self.squash:
             return TanhGaussian(mean, log_std, self.action_shape)
         return DiagGaussian(mean, log_std, self.action_shape)
@@ -558,6 +643,7 @@ def for_action_space(
     in_features: int,
     *,
     squash: bool = False,
+    state_dependent: bool = False,
     log_std_init: float = 0.0,
     log_std_bounds: tuple[float, float] = (-20.0, 2.0),
     discrete_as_bernoulli: bool = False,
@@ -568,7 +654,8 @@ def for_action_space(
         space: Discrete, MultiDiscrete, MultiBinary or Box (float dtype).
         in_features: size ``F`` of the feature vectors the head reads.
         squash: Box only: tanh-squash the Gaussian and rescale to the bounds.
-        log_std_init: Box only: initial value of the state-independent log_std.
+        state_dependent: Box only: gSDE (:class:`StateDependentGaussian`).
+        log_std_init: Box only: initial value of log_std.
         log_std_bounds: Box only: ``(low, high)`` clamp of log_std.
         discrete_as_bernoulli: Discrete(2) only: one logit and a Bernoulli instead of a
             two-way Categorical (the same family, one parameter fewer).
@@ -584,6 +671,8 @@ def for_action_space(
     """
     if squash and not isinstance(space, gym.spaces.Box):
         raise ConfigError(f"squash=True applies to Box action spaces only, got {space}")
+    if state_dependent and not isinstance(space, gym.spaces.Box):
+        raise ConfigError(f"use_sde applies to Box action spaces only, got {space}")
     if isinstance(space, gym.spaces.Discrete):
         if discrete_as_bernoulli:
             return BernoulliHead(space, in_features)
@@ -597,6 +686,7 @@ def for_action_space(
             space,
             in_features,
             squash=squash,
+            state_dependent=state_dependent,
             log_std_init=log_std_init,
             log_std_bounds=log_std_bounds,
         )

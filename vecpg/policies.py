@@ -70,7 +70,13 @@ class ActorCritic(nn.Module):
         activation: MLP activation name (see :func:`vecpg.networks.activation_class`).
         shared_trunk: one encoder + MLP for both heads instead of two networks.
         squash: Box actions only: tanh-squashed Gaussian rescaled to the bounds.
-        log_std_init: Box actions only: initial state-independent log_std.
+        log_std_init: Box actions only: initial log_std (of the exploration weights with
+            ``use_sde``).
+        use_sde: Box actions only: generalized state-dependent exploration, noise that is
+            a linear function of the actor's features
+            (:class:`~vecpg.distributions.StateDependentGaussian`).
+        sde_sample_freq: with ``use_sde``, env steps between redraws of the exploration
+            weights; -1 draws them once per rollout.
         ortho_init: orthogonal initialization (gain √2 for hidden layers, 0.01 for the
             action head so the initial policy is near uniform / zero-mean, 1 for the
             value head) with zero biases, as in the PPO implementation details.
@@ -98,9 +104,18 @@ class ActorCritic(nn.Module):
         shared_trunk: bool = False,
         squash: bool = False,
         log_std_init: float = 0.0,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
         ortho_init: bool = True,
     ) -> None:
         super().__init__()
+        if sde_sample_freq == 0 or sde_sample_freq < -1:
+            raise ConfigError(f"sde_sample_freq must be -1 or >= 1 (got {sde_sample_freq})")
+        self.noise_period: int | None = (
+            1 if not use_sde else None if sde_sample_freq == -1 else int(sde_sample_freq)
+        )
+        """Env steps one draw of sampling noise is held for (None: a whole rollout).
+        Samplers key the noise by the first env step of the period (vecpg.sampler)."""
         self.observation_space = observation_space
         self.action_space = action_space
         self.shared_trunk = bool(shared_trunk)
@@ -121,6 +136,7 @@ class ActorCritic(nn.Module):
             action_space,
             self.actor_body.out_features,
             squash=squash,
+            state_dependent=use_sde,
             log_std_init=log_std_init,
         )
         self.value_head = nn.Linear(critic_features, 1)

@@ -17,6 +17,8 @@ Action-sampling noise comes from :class:`ActionNoise`, keyed by (seed, env index
 rather than drawn from torch's global generator: a Sampler of all N envs and K samplers of
 N/K envs each (the Ray backend, :mod:`vecpg.distributed`) then pick the same actions, and
 the learner's own use of the global generator (minibatch shuffles) does not shift them.
+A policy whose noise is held for several steps (``ActorCritic.noise_period``: gSDE's
+exploration weights) is given the draw keyed by the first step of each period.
 
 The vector env must autoreset in SAME_STEP mode and expose vecpg's fast-path attributes
 (``final_observations``, ``has_final_observation``, ``episode_returns``,
@@ -229,12 +231,17 @@ class Sampler:
         """Policy on env ``rows``' observations at rollout step ``step``: store the step,
         return the actions to send to the env."""
         assert self.action_noise is not None
-        env_step = self.global_step // self.buffer.num_envs + step
+        rollout_start = self.global_step // self.buffer.num_envs
+        env_step = rollout_start + step
+        # A policy that holds its noise (gSDE's exploration weights) for several steps
+        # gets the same draw on each: the key is the first step of the period.
+        period = self.policy.noise_period
+        key = rollout_start if period is None else env_step - env_step % period
         action_noise, num_envs = self.action_noise, self.buffer.num_envs
 
         def noise(shape: torch.Size) -> torch.Tensor:
             # Every env's noise at this step, then these rows: the same draw as a full batch.
-            return action_noise.uniform((num_envs, *shape[1:]), step=env_step)[rows]
+            return action_noise.uniform((num_envs, *shape[1:]), step=key)[rows]
 
         policy_input = self._to_policy_input(step, observations, rows)
         actions, log_probs, values = self.policy.act(policy_input, noise=noise)

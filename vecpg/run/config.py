@@ -164,7 +164,18 @@ class TrainConfig:
     activation: str = _field("tanh", "hidden activation", choices=("tanh", "relu"))
     shared_trunk: bool = _field(False, "share one trunk between actor and critic")
     squash: bool = _field(False, "Box actions: tanh-squashed Gaussian instead of clipped Gaussian")
-    log_std_init: float = _field(0.0, "initial log std of Gaussian policies")
+    log_std_init: float = _field(
+        0.0, "initial log std of Gaussian policies (of the exploration weights with use_sde)"
+    )
+    use_sde: bool = _field(
+        False,
+        "Box actions: generalized state-dependent exploration (gSDE), noise that is a linear "
+        "function of the actor's last features with weights redrawn every sde_sample_freq "
+        "steps, as SB3's use_sde",
+    )
+    sde_sample_freq: int = _field(
+        -1, "use_sde: env steps between redraws of the exploration weights (-1: once per rollout)"
+    )
     ortho_init: bool = _field(True, "orthogonal weight initialization")
 
     def to_dict(self) -> dict[str, Any]:
@@ -462,6 +473,11 @@ def validate(config: TrainConfig) -> None:
     _check(c.target_kl is None or c.target_kl > 0, f"target_kl must be > 0 (got {c.target_kl})")
     _check(c.ent_coef >= 0, f"ent_coef must be >= 0 (got {c.ent_coef})")
     _check(c.vf_coef >= 0, f"vf_coef must be >= 0 (got {c.vf_coef})")
+    _check(
+        c.sde_sample_freq == -1 or c.sde_sample_freq >= 1,
+        f"sde_sample_freq must be -1 (once per rollout) or >= 1 (got {c.sde_sample_freq})",
+    )
+    _check(not (c.use_sde and c.squash), "use_sde and squash cannot be combined; choose one")
     _check(c.torch_threads >= 0, f"torch_threads must be >= 0 (got {c.torch_threads})")
     _check(
         all(size >= 1 for size in c.hidden_sizes),

@@ -148,6 +148,8 @@ def load_policy(source: str | os.PathLike[str], *, device: str = "cpu") -> Loade
             shared_trunk=config.shared_trunk,
             squash=config.squash,
             log_std_init=config.log_std_init,
+            use_sde=config.use_sde,
+            sde_sample_freq=config.sde_sample_freq,
             ortho_init=False,
         )
     try:

@@ -39,6 +39,7 @@ FIXED_ON_RESUME: dict[str, str] = {
     "activation": "the checkpoint's weights were trained with it",
     "shared_trunk": "the checkpoint's weights have this layout",
     "squash": "the policy's action distribution would change",
+    "use_sde": "the checkpoint's log_std has this shape",
     "normalize_observations": "the policy expects (un)normalized observations",
     "normalize_rewards": "the critic was trained on (un)scaled rewards",
     "log_std_init": "it only sets the initial weights, which the checkpoint replaces",

@@ -165,6 +165,8 @@ class Trainer:
             shared_trunk=config.shared_trunk,
             squash=config.squash,
             log_std_init=config.log_std_init,
+            use_sde=config.use_sde,
+            sde_sample_freq=config.sde_sample_freq,
             ortho_init=config.ortho_init,
         ).to(self.device)
         self.reward_scaler = (
@@ -317,7 +319,14 @@ class Trainer:
             CheckpointError: the state belongs to a different algorithm or network shape.
         """
         saved = state.get("config", {})
-        for name in ("algo", "hidden_sizes", "shared_trunk", "squash", "normalize_observations"):
+        for name in (
+            "algo",
+            "hidden_sizes",
+            "shared_trunk",
+            "squash",
+            "use_sde",
+            "normalize_observations",
+        ):
             if name in saved and saved[name] != getattr(self.config, name):
                 raise CheckpointError(
                     f"checkpoint has {name}={saved[name]!r} but this run has "
