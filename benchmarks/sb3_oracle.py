@@ -1,7 +1,7 @@
 """Stable-Baselines3 trained with vecpg's preset: a peer oracle for the quality table.
 
     python benchmarks/sb3_oracle.py --env LunarLander-v3 --algo a2c --seeds 1 2 3
-    python benchmarks/sb3_oracle.py --env Pendulum-v1 --algo a2c --sb3 use_sde=true
+    python benchmarks/sb3_oracle.py --env Pendulum-v1 --algo a2c --sb3 use_sde=false
 
 Where a row of benchmarks/QUALITY.md falls short of its published figure, the question is
 whether vecpg's learner or the settings are at fault. This script answers it with a peer:
@@ -13,8 +13,7 @@ episodes on env seeds training never used. If SB3 lands where vecpg does, the ga
 the published figure or in what the preset can express, not in vecpg's learner.
 
 ``--sb3 KEY=VALUE`` sets SB3 constructor arguments on top of the translation (values are
-parsed as JSON, else kept as strings): ``use_sde=true`` runs what rl-zoo runs where vecpg
-has no counterpart. Each seed appends one JSON line to ``--results``; the table prints at
+parsed as JSON, else kept as strings), e.g. ``use_sde=false`` to see what gSDE buys. Each seed appends one JSON line to ``--results``; the table prints at
 the end. SB3 runs with one torch thread, as vecpg's MLP learner does.
 """
 
@@ -87,6 +86,8 @@ def sb3_settings(config: Any) -> tuple[dict[str, Any], list[str]]:
         "vf_coef": config.vf_coef / 2.0,
         "max_grad_norm": config.max_grad_norm,
         "normalize_advantage": bool(config.normalize_advantages),
+        "use_sde": bool(config.use_sde),
+        "sde_sample_freq": config.sde_sample_freq,
         "policy_kwargs": policy_kwargs,
     }
     notes = [f"vf_coef {config.vf_coef:g} -> {config.vf_coef / 2:g} (SB3's value loss is MSE)"]

@@ -27,6 +27,7 @@ def test_a2c_preset_translates_to_sb3_arguments():
     assert settings["use_rms_prop"] is True and settings["rms_prop_eps"] == config.optimizer_eps
     assert settings["normalize"] == {"norm_obs": True, "norm_reward": True}
     assert settings["normalize_advantage"] is False
+    assert settings["use_sde"] is True and settings["sde_sample_freq"] == config.sde_sample_freq
     policy = settings["policy_kwargs"]
     assert policy["log_std_init"] == config.log_std_init and policy["ortho_init"] is False
     assert policy["net_arch"] == {"pi": config.hidden_sizes, "vf": config.hidden_sizes}

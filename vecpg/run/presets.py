@@ -18,8 +18,10 @@ Translating Stable-Baselines3 / rl-zoo settings:
   0); vecpg does not anneal the clip range;
 - ``normalize: true`` (VecNormalize) is ``normalize_observations`` and
   ``normalize_rewards``;
-- ``use_sde`` (state-dependent exploration) has no vecpg counterpart: those entries run
-  with a plain Gaussian, which the quality table (benchmarks/QUALITY.md) accounts for;
+- ``use_sde`` and ``sde_sample_freq`` (generalized state-dependent exploration) carry over
+  as they are (:class:`vecpg.distributions.StateDependentGaussian`); the PPO entries of
+  Pendulum and MountainCarContinuous keep a plain Gaussian (marked "without use_sde"),
+  with which their quality figures were measured (benchmarks/QUALITY.md);
 - SB3 defaults fill in what an entry leaves out: PPO lr 3e-4, batch 64, 10 epochs,
   gamma 0.99, lambda 0.95, clip 0.2, no value clipping; A2C n_steps 5, lr 7e-4, gamma
   0.99, lambda 1, RMSprop (alpha 0.99, eps 1e-5), no advantage normalization.
@@ -115,6 +117,7 @@ _ZOO_A2C_CONTINUOUS = {
     "anneal_lr": True,
     "log_std_init": -2.0,
     "ortho_init": False,
+    "use_sde": True,
 }
 
 CLASSIC_CONTROL = Family(
@@ -226,7 +229,7 @@ CLASSIC_CONTINUOUS = Family(
             ),
             "a2c": Preset(
                 {**_ZOO_A2C_CONTINUOUS, "total_steps": 1_000_000, "num_envs": 8, "gamma": 0.9},
-                f"{_ZOO_A2C} Pendulum-v1 (without use_sde)",
+                f"{_ZOO_A2C} Pendulum-v1",
             ),
         },
         "MountainCarContinuous-v*": {
@@ -261,8 +264,10 @@ CLASSIC_CONTINUOUS = Family(
                     "num_envs": 4,
                     "num_steps": 100,
                     "ortho_init": False,
+                    "use_sde": True,
+                    "sde_sample_freq": 16,
                 },
-                f"{_ZOO_A2C} MountainCarContinuous-v0 (without use_sde)",
+                f"{_ZOO_A2C} MountainCarContinuous-v0",
             ),
         },
     },
@@ -309,7 +314,7 @@ BOX2D = Family(
             "ppo": Preset(_ZOO_LUNAR_PPO, f"{_ZOO_PPO} LunarLanderContinuous-v3"),
             "a2c": Preset(
                 {**_ZOO_A2C_CONTINUOUS, "total_steps": 5_000_000, "num_envs": 4},
-                f"{_ZOO_A2C} LunarLanderContinuous-v3 (without use_sde)",
+                f"{_ZOO_A2C} LunarLanderContinuous-v3",
             ),
         },
         "BipedalWalker-v*": {
@@ -339,7 +344,7 @@ BOX2D = Family(
                     "num_envs": 16,
                     "learning_rate": 9.6e-4,
                 },
-                f"{_ZOO_A2C} BipedalWalker-v3 (without use_sde)",
+                f"{_ZOO_A2C} BipedalWalker-v3",
             ),
         },
     },
