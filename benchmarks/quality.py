@@ -183,6 +183,7 @@ def last_row(metrics: Path) -> dict[str, str] | None:
 
 def run_cell(env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float) -> dict[str, Any]:
     """Train one (env, algo, seed) in a fresh process; the result line for the file."""
+    runs_dir = runs_dir.resolve()  # the child runs inside it: a relative run dir would nest
     run_dir = runs_dir / f"{env}__{algo}__{seed}"
     if run_dir.exists():  # a cell cut short earlier starts over
         import shutil

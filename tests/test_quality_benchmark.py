@@ -107,3 +107,18 @@ def test_deterministic_return_reads_vecpg_eval_of_a_real_run(tmp_path):
     score = quality.deterministic_return(run_dir, timeout_s=300)
     assert 8.0 <= score <= 500.0  # CartPole's returns: at least 8 steps, at most 500
     assert math.isnan(quality.deterministic_return(tmp_path / "missing", timeout_s=300))
+
+
+def test_a_cell_run_from_a_relative_runs_dir_finds_its_metrics(tmp_path, monkeypatch):
+    real_command = quality.train_command
+
+    def short_command(env, algo, seed, run_dir):
+        return [*real_command(env, algo, seed, run_dir), "--total-steps", "512", "--vector", "sync"]
+
+    monkeypatch.setattr(quality, "train_command", short_command)
+    monkeypatch.chdir(tmp_path)
+    pathlib.Path("runs").mkdir()
+    result = quality.run_cell("CartPole-v1", "ppo", 1, pathlib.Path("runs"), timeout_s=300)
+    assert result["returncode"] == 0
+    assert result["run_dir"] == str(tmp_path / "runs" / "CartPole-v1__ppo__1")
+    assert result["global_step"] >= 512 and math.isfinite(result["eval_return"])
