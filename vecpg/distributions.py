@@ -115,6 +115,11 @@ def _gumbel_max(log_probs: torch.Tensor, uniform: torch.Tensor | None = None) ->
     return (log_probs.detach() - torch.log(-torch.log(uniform))).argmax(-1)
 
 
+def _standard_normal(uniform: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Standard normal noise from uniform noise in (0, 1), by the inverse CDF."""
+    return math.sqrt(2.0) * torch.erfinv(2.0 * uniform.to(dtype) - 1.0)
+
+
 def _categorical_entropy(log_probs: torch.Tensor) -> torch.Tensor:
     # Clamping -inf log-probabilities (masked or padded choices) keeps 0 * log 0 at 0
     # instead of NaN, without changing any finite term.
@@ -336,7 +341,7 @@ class DiagGaussian(Distribution):
         if uniform is None:
             normal = torch.randn_like(self.mean)
         else:
-            normal = math.sqrt(2.0) * torch.erfinv(2.0 * uniform.to(self.mean.dtype) - 1.0)
+            normal = _standard_normal(uniform, self.mean.dtype)
         return self._to_actions(self.mean + self.std * normal)
 
     def sample(self, uniform: torch.Tensor | None = None) -> torch.Tensor:
@@ -457,7 +462,7 @@ class StateDependentGaussian(DiagGaussian):
         if uniform is None:
             normal = torch.randn(self.noise_shape, dtype=self.mean.dtype, device=self.mean.device)
         else:
-            normal = math.sqrt(2.0) * torch.erfinv(2.0 * uniform.to(self.mean.dtype) - 1.0)
+            normal = _standard_normal(uniform, self.mean.dtype)
         weights = self.weight_std * normal
         noise = torch.bmm(self.features.unsqueeze(1), weights).squeeze(1)
         return self._to_actions(self.mean + noise)
