@@ -1,5 +1,5 @@
 """``python -m vecpg`` is the same as the ``vecpg`` command."""
 
-from vecpg.commands.cli import main
+from vecpg.commands.cli import console_main
 
-raise SystemExit(main())
+console_main()

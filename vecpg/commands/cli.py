@@ -149,5 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def console_main() -> None:
+    """The ``vecpg`` command: :func:`main`, then an exit that skips interpreter teardown
+    (:mod:`vecpg.commands.process_exit`)."""
+    from vecpg.commands.process_exit import exit_without_teardown
+
+    exit_without_teardown(main())
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console_main()

@@ -1,0 +1,57 @@
+"""The console exit that skips interpreter teardown must still do what that shutdown does
+for the user: wait for non-daemon threads, run atexit callbacks, flush buffered output and
+keep the exit status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fresh_python import run_python
+
+SNIPPET = """
+import atexit, threading
+from vecpg.commands.process_exit import exit_without_teardown
+
+go = threading.Event()
+def late_writer():
+    go.wait()
+    total = sum(range(2_000_000))  # still working when the main thread asks to exit
+    print("thread finished", total)
+threading.Thread(target=late_writer).start()
+atexit.register(lambda: print("atexit ran"))
+print("buffered line")  # stdout is a pipe here: block-buffered, not yet written
+go.set()
+exit_without_teardown(3)
+"""
+
+
+def test_exit_waits_for_threads_runs_atexit_flushes_and_keeps_the_status():
+    result = run_python(SNIPPET)
+    assert result.returncode == 3, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "buffered line"
+    assert lines[1] == f"thread finished {sum(range(2_000_000))}"
+    assert lines[2] == "atexit ran"  # after the threads, as the interpreter orders them
+
+
+def test_python_m_vecpg_ends_with_complete_output_and_files(tmp_path: Path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "vecpg", "train", "--env", "CartPole-v1", "--total-steps", "512",
+         "--num-envs", "2", "--num-steps", "64", "--vector", "sync", "--quiet",
+         "--no-tensorboard", "--run-dir", str(run_dir)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "512 steps" in result.stdout  # the summary line reached the pipe
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 512 // 128  # header + one row per update, all written
+    evaluation = subprocess.run(
+        [sys.executable, "-m", "vecpg", "eval", str(run_dir), "--episodes", "2", "--json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert json.loads(evaluation.stdout)["deterministic"]["episodes"] == 2
