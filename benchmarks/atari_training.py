@@ -2,6 +2,7 @@
 
     python benchmarks/atari_training.py                       # Pong, 8 envs, 3 rounds of 4 updates
     python benchmarks/atari_training.py --updates 8 --rounds 5 --vector subproc native
+    python benchmarks/atari_training.py --out benchmarks/results/atari_training.json
 
 Both train PPO with CleanRL's ``ppo_atari`` settings (8 envs x 128 steps, 4 minibatches of
 256, 4 epochs, clip 0.1, ...) and the same network (NatureCNN shared by actor and critic,
@@ -16,10 +17,13 @@ vecpg's rows also give the sampling/update split; SB3's is not exposed.
 from __future__ import annotations
 
 import argparse
+import json
+import platform
 import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -111,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--vector", nargs="+", default=["subproc"], help="vecpg backends")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="write the JSON report here")
     args = parser.parse_args(argv)
     env_id = GAMES[args.game]
     contenders = [f"vecpg-{vector}" for vector in args.vector] + ["sb3"]
@@ -131,13 +136,32 @@ def main(argv: list[str] | None = None) -> int:
             results[name].append(result)
             print(f"round {round_index + 1}: {name} {result}", flush=True)
     sb3 = statistics.median(result["steps_per_second"] for result in results["sb3"])
+    summary: dict[str, dict[str, float]] = {}
     for name in contenders:
         rate = statistics.median(result["steps_per_second"] for result in results[name])
+        summary[name] = {"steps_per_second": rate, "x_sb3": rate / sb3}
         split = [
             result["sampling_fraction"] for result in results[name] if "sampling_fraction" in result
         ]
-        split_text = f", sampling {statistics.median(split):.0%} of the time" if split else ""
+        split_text = ""
+        if split:
+            summary[name]["sampling_fraction"] = statistics.median(split)
+            split_text = f", sampling {statistics.median(split):.0%} of the time"
         print(f"{name}: {rate:,.1f} steps/s (median), {rate / sb3:.2f}x SB3{split_text}")
+    if args.out:
+        report = {
+            "env": env_id,
+            "num_envs": args.num_envs,
+            "updates": args.updates,
+            "rounds": args.rounds,
+            "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "runs": results,
+            "medians": summary,
+        }
+        Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -472,6 +472,8 @@ def summarize_solve(runs: list[dict[str, Any]], tools: Sequence[str]) -> dict[st
         times = [run.get("solve_time_s") if not run.get("error") else None for run in mine]
         steps = [run.get("solve_step") if not run.get("error") else None for run in mine]
         rates = [run["solve_step"] / run["solve_time_s"] for run in ok if run.get("solved")]
+        # Until the process has exited: what a user waits for (interpreter teardown included).
+        exits = [run.get("exit_s") if run.get("solved") else None for run in ok]
         summary[tool] = {
             "runs": len(mine),
             "solved": sum(1 for run in ok if run.get("solved")),
@@ -479,6 +481,7 @@ def summarize_solve(runs: list[dict[str, Any]], tools: Sequence[str]) -> dict[st
             "median_steps": median_or_none(steps),
             "median_steps_per_s_to_solve": statistics.median(rates) if rates else None,
             "median_loop_steps_per_s": median_or_none([run.get("loop_steps_per_s") for run in ok]),
+            "median_exit_s": median_or_none(exits + [None] * (len(mine) - len(ok))),
             "times_s": times,
         }
     for tool in tools:
@@ -490,6 +493,9 @@ def summarize_solve(runs: list[dict[str, Any]], tools: Sequence[str]) -> dict[st
             )
             summary[tool]["steps_ratio_vs_sb3"] = ratio(
                 summary[tool]["median_steps"], summary[peer]["median_steps"]
+            )
+            summary[tool]["exit_ratio_vs_sb3"] = ratio(
+                summary[tool]["median_exit_s"], summary[peer]["median_exit_s"]
             )
     return summary
 
@@ -590,7 +596,8 @@ def print_report(report: dict[str, Any]) -> None:
         )
         print(
             f"{'tool':<14} {'solved':>6} {'time s':>7} {'steps':>8} {'steps/s':>8} "
-            f"{'loop st/s':>9} {'x SB3 time':>10} {'x SB3 steps':>11}  per-seed s"
+            f"{'loop st/s':>9} {'x SB3 time':>10} {'x SB3 steps':>11} {'exit s':>7} "
+            f"{'x SB3 exit':>10}  per-seed s"
         )
         for tool, row in solve["summary"].items():
             seeds = " ".join(_fmt(t, ".2f") for t in row["times_s"])
@@ -599,7 +606,9 @@ def print_report(report: dict[str, Any]) -> None:
                 f"{_fmt(row['median_steps'], ',.0f'):>8} {_fmt(row['median_steps_per_s_to_solve'], ',.0f'):>8} "
                 f"{_fmt(row['median_loop_steps_per_s'], ',.0f'):>9} "
                 f"{_fmt(row.get('time_ratio_vs_sb3'), '.2f'):>10} "
-                f"{_fmt(row.get('steps_ratio_vs_sb3'), '.2f'):>11}  {seeds}"
+                f"{_fmt(row.get('steps_ratio_vs_sb3'), '.2f'):>11} "
+                f"{_fmt(row.get('median_exit_s'), '.2f'):>7} "
+                f"{_fmt(row.get('exit_ratio_vs_sb3'), '.2f'):>10}  {seeds}"
             )
     if "throughput" in report:
         throughput = report["throughput"]

@@ -91,6 +91,7 @@ def _run(tool, seed, time_s, steps, error=None):
         "tool": tool, "seed": seed, "error": error, "solved": solved,
         "solve_time_s": time_s if solved else None, "solve_step": steps if solved else None,
         "loop_steps_per_s": 1000.0, "process_steps_per_s": 500.0,
+        "exit_s": (time_s or 50.0) + (0.5 if tool.startswith("vecpg") else 2.0),
     }  # fmt: skip
 
 
@@ -111,6 +112,9 @@ def test_solve_summary_medians_ratios_and_targets():
     assert ppo["time_ratio_vs_sb3"] == pytest.approx(0.6)
     assert ppo["median_steps"] == 40_000 and sb3_ppo["median_steps"] == 30_000
     assert ppo["times_s"] == [2.0, 3.0, None]
+    # to the process's exit: solved runs' exit times, an unsolved run as +infinity
+    assert ppo["median_exit_s"] == 3.5 and sb3_ppo["median_exit_s"] == 7.0
+    assert ppo["exit_ratio_vs_sb3"] == pytest.approx(0.5)
     # a failed run counts as unsolved: the median of [1, inf] is inf -> no median, no ratio
     assert a2c["solved"] == 1 and a2c["median_time_s"] is None
     assert a2c["time_ratio_vs_sb3"] is None
