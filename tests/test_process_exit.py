@@ -55,3 +55,14 @@ def test_python_m_vecpg_ends_with_complete_output_and_files(tmp_path: Path):
     )  # fmt: skip
     assert evaluation.returncode == 0, evaluation.stderr
     assert json.loads(evaluation.stdout)["deterministic"]["episodes"] == 2
+
+
+def test_under_a_profiler_the_process_exits_normally_so_the_profile_is_written(tmp_path: Path):
+    profile = tmp_path / "vecpg.prof"
+    result = subprocess.run(
+        [sys.executable, "-m", "cProfile", "-o", str(profile),
+         "-m", "vecpg", "plot", str(tmp_path / "missing")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "does not exist" in result.stderr
+    assert profile.stat().st_size > 0  # cProfile writes it after the program returns

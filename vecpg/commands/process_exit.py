@@ -15,7 +15,9 @@ interpreter's own shutdown does first, in the same order, then leaves:
 4. ``os._exit(status)``, which skips module teardown and the final garbage collection.
 
 Only the console entry point (``vecpg``, ``python -m vecpg``) ends this way;
-:func:`vecpg.commands.cli.main` called from Python returns its status as before.
+:func:`vecpg.commands.cli.main` called from Python returns its status as before. Under a
+profiler or a tracer (``python -m cProfile -m vecpg ...``, a debugger), which write their
+results after the program returns, the process exits normally.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from typing import NoReturn
 
 def exit_without_teardown(status: int) -> NoReturn:
     """Finish the interpreter's shutdown work that matters, then end with ``status``."""
+    if sys.getprofile() is not None or sys.gettrace() is not None:
+        sys.exit(status)  # cProfile, pdb and the like finish after the program returns
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()
