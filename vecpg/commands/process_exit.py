@@ -2,8 +2,8 @@
 
 Once a command has returned, a normal exit still tears down every imported module:
 with torch and ``torch._dynamo`` loaded (``torch.optim`` imports it on the first
-optimizer) that is about 2,000 modules and 1.5 s of wall time (benchmarks/TRAINING.md),
-a tenth of a CartPole training run. Nothing the command wrote depends on that teardown:
+optimizer) that is about 2,000 modules and 2 s of wall time (benchmarks/TRAINING.md),
+more than a tenth of a CartPole training run. Nothing the command wrote depends on that teardown:
 its files are closed by the command itself (metrics, checkpoints, TensorBoard), its
 workers reaped and its shared memory unlinked. So the console entry point does what the
 interpreter's own shutdown does first, in the same order, then leaves:
