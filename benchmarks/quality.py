@@ -100,6 +100,7 @@ PUBLISHED: dict[tuple[str, str], Published] = {
     ("Hopper-v5", "a2c"): Published(733.454, 376.574, 1_000_000, _DET, f"{_ZOO_LATER} (Hopper-v3)"),
 }
 EVAL_EPISODES = 20
+SEGMENTS_FILE = "quality_segments.json"
 RESULT_KINDS = ("cell", "random")
 
 
@@ -171,6 +172,16 @@ def deterministic_return(run_dir: Path, timeout_s: float) -> float:
     return float(json.loads(lines[-1])["deterministic"]["return_mean"])
 
 
+def list_checkpoints(run_dir: Path) -> list[int]:
+    """The steps of the run's checkpoints (``checkpoints/step_<step>.pt``), ascending."""
+    steps = (
+        int(path.stem.removeprefix("step_"))
+        for path in (run_dir / "checkpoints").glob("step_*.pt")
+        if path.stem.removeprefix("step_").isdigit()
+    )
+    return sorted(steps)
+
+
 def last_row(metrics: Path) -> dict[str, str] | None:
     import csv
 
@@ -181,26 +192,79 @@ def last_row(metrics: Path) -> dict[str, str] | None:
     return rows[-1] if rows else None
 
 
-def run_cell(env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float) -> dict[str, Any]:
-    """Train one (env, algo, seed) in a fresh process; the result line for the file."""
-    runs_dir = runs_dir.resolve()  # the child runs inside it: a relative run dir would nest
-    run_dir = runs_dir / f"{env}__{algo}__{seed}"
-    if run_dir.exists():  # a cell cut short earlier starts over
-        import shutil
+def resume_command(run_dir: Path) -> list[str]:
+    """``vecpg train --resume`` of a cell cut short: on from its latest checkpoint."""
+    return [
+        sys.executable, "-m", "vecpg", "train", "--resume", str(run_dir),
+        "--quiet", "--no-tensorboard",
+    ]  # fmt: skip
 
-        shutil.rmtree(run_dir)
-    command = train_command(env, algo, seed, run_dir)
-    environment = versions()  # of the code that runs, before a checkout can move on
+
+def _segments(run_dir: Path) -> list[dict[str, Any]]:
+    """The cell's processes so far: ``{"started": epoch s, "wall_s": s or None}`` each.
+
+    A segment whose process was killed with the harness has no ``wall_s``; it is closed
+    with the last write of ``metrics.csv`` (its last update) before the next one starts.
+    """
+    path = run_dir / SEGMENTS_FILE
+    segments: list[dict[str, Any]] = json.loads(path.read_text()) if path.exists() else []
+    metrics = run_dir / "metrics.csv"
+    for segment in segments:
+        if segment["wall_s"] is None:
+            ended = metrics.stat().st_mtime if metrics.exists() else segment["started"]
+            segment["wall_s"] = round(max(0.0, ended - segment["started"]), 1)
+    return segments
+
+
+def _run_segment(
+    command: list[str], run_dir: Path, cwd: Path, timeout_s: float
+) -> tuple[int | None, str]:
+    """Run one child process of the cell, recording its wall time; ``(returncode or None
+    on timeout, stderr)``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / SEGMENTS_FILE
+    segments = _segments(run_dir)
+    segment: dict[str, Any] = {"started": time.time(), "wall_s": None}
+    path.write_text(json.dumps([*segments, segment]))
     started = time.perf_counter()
     try:
         completed = subprocess.run(
-            command, capture_output=True, text=True, timeout=timeout_s, cwd=runs_dir
+            command, capture_output=True, text=True, timeout=timeout_s, cwd=cwd
         )
         returncode, stderr = completed.returncode, completed.stderr
     except subprocess.TimeoutExpired as error:
         returncode = None
         stderr = error.stderr.decode() if isinstance(error.stderr, bytes) else str(error.stderr)
-    wall_s = time.perf_counter() - started
+    segment["wall_s"] = round(time.perf_counter() - started, 1)
+    path.write_text(json.dumps([*segments, segment]))
+    return returncode, stderr
+
+
+def run_cell(env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float) -> dict[str, Any]:
+    """Train one (env, algo, seed) in a fresh process; the result line for the file.
+
+    A cell cut short earlier (the harness was killed: a MuJoCo A2C cell takes about an
+    hour on two cores) continues from its latest checkpoint with ``vecpg train --resume``;
+    one without a checkpoint, or whose resume fails, starts over. The cell's wall time is
+    the sum of its processes' (``<run_dir>/quality_segments.json``).
+    """
+    runs_dir = runs_dir.resolve()  # the child runs inside it: a relative run dir would nest
+    run_dir = runs_dir / f"{env}__{algo}__{seed}"
+    environment = versions()  # of the code that runs, before a checkout can move on
+    command = train_command(env, algo, seed, run_dir)
+    checkpoints = list_checkpoints(run_dir) if run_dir.exists() else []
+    resumed_from = checkpoints[-1] if checkpoints else None
+    if resumed_from is not None:
+        returncode, stderr = _run_segment(resume_command(run_dir), run_dir, runs_dir, timeout_s)
+    if resumed_from is None or returncode not in (0, None):  # a timeout keeps its progress
+        if run_dir.exists():  # nothing to continue from: start over
+            import shutil
+
+            shutil.rmtree(run_dir)
+        resumed_from = None
+        returncode, stderr = _run_segment(command, run_dir, runs_dir, timeout_s)
+    segments = _segments(run_dir)
+    wall_s = sum(segment["wall_s"] for segment in segments)
     row = last_row(run_dir / "metrics.csv")
     final = float(row["episode_return_mean"]) if row else math.nan
     evaluated = deterministic_return(run_dir, timeout_s) if returncode == 0 else math.nan
@@ -220,6 +284,8 @@ def run_cell(env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float) -
         "total_steps": config.get("total_steps"),
         "preset": config.get("preset"),
         "wall_s": round(wall_s, 1),
+        "segments": len(segments),
+        "resumed_from_step": resumed_from,
         "returncode": returncode,
         "error": None if returncode == 0 else stderr.strip().splitlines()[-1:] or ["timeout"],
         "command": " ".join(command),

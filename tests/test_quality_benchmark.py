@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -122,3 +124,74 @@ def test_a_cell_run_from_a_relative_runs_dir_finds_its_metrics(tmp_path, monkeyp
     assert result["returncode"] == 0
     assert result["run_dir"] == str(tmp_path / "runs" / "CartPole-v1__ppo__1")
     assert result["global_step"] >= 512 and math.isfinite(result["eval_return"])
+
+
+def test_a_cell_cut_short_resumes_from_its_checkpoint_and_sums_its_wall_time(tmp_path, monkeypatch):
+    real_command = quality.train_command
+
+    def short_command(env, algo, seed, run_dir):
+        return [
+            *real_command(env, algo, seed, run_dir),
+            "--total-steps",
+            "20000",
+            "--vector",
+            "sync",
+        ]
+
+    monkeypatch.setattr(quality, "train_command", short_command)
+    run_dir = tmp_path / "CartPole-v1__ppo__1"
+    run_dir.mkdir()
+    # The harness's first process, stopped part-way as when the harness is killed: SIGTERM
+    # makes vecpg save a checkpoint at the step it reached and exit.
+    killed_at = time.time()
+    segments = [{"started": killed_at, "wall_s": None}]
+    (run_dir / quality.SEGMENTS_FILE).write_text(json.dumps(segments))
+    command = short_command("CartPole-v1", "ppo", 1, run_dir)
+    first = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    try:
+        metrics = run_dir / "metrics.csv"
+        while first.poll() is None and not (
+            metrics.exists() and metrics.read_text().count("\n") > 2
+        ):
+            time.sleep(0.05)  # until its first updates are logged; not a timing assumption
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=120)
+    finally:
+        first.kill()
+        first.wait()
+    [stopped_at] = quality.list_checkpoints(run_dir)
+    assert 0 < stopped_at < 20000
+
+    result = quality.run_cell("CartPole-v1", "ppo", 1, tmp_path, timeout_s=300)
+    assert result["returncode"] == 0 and result["global_step"] >= 20000
+    assert result["resumed_from_step"] == stopped_at
+    segments = json.loads((run_dir / quality.SEGMENTS_FILE).read_text())
+    assert result["segments"] == len(segments) == 2
+    assert all(segment["wall_s"] > 0 for segment in segments)
+    assert result["wall_s"] == pytest.approx(
+        sum(segment["wall_s"] for segment in segments), abs=0.11
+    )
+    assert result["command"] == " ".join(short_command("CartPole-v1", "ppo", 1, run_dir))
+    steps = [
+        int(row.split(",")[0]) for row in (run_dir / "metrics.csv").read_text().splitlines()[1:]
+    ]
+    assert steps == sorted(steps) and len(set(steps)) == len(steps)  # one continuous log
+
+
+def test_a_cell_without_a_checkpoint_starts_over(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_segment(command, run_dir, cwd, timeout_s):
+        calls.append(command)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return 0, ""
+
+    monkeypatch.setattr(quality, "_run_segment", fake_segment)
+    monkeypatch.setattr(quality, "deterministic_return", lambda path, timeout: math.nan)
+    run_dir = tmp_path / "CartPole-v1__ppo__1"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "metrics.csv").write_text("global_step\n")
+    result = quality.run_cell("CartPole-v1", "ppo", 1, tmp_path, timeout_s=300)
+    assert [command[4] for command in calls] == ["--env"]  # a fresh train, not --resume
+    assert result["resumed_from_step"] is None
+    assert not (run_dir / "metrics.csv").exists()  # the old run's files were removed first
