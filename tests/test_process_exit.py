@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.fresh_python import run_python
 
 SNIPPET = """
@@ -66,3 +68,39 @@ def test_under_a_profiler_the_process_exits_normally_so_the_profile_is_written(t
     )  # fmt: skip
     assert "does not exist" in result.stderr
     assert profile.stat().st_size > 0  # cProfile writes it after the program returns
+
+
+def _session_members(session_id: int) -> list[str]:
+    """Command lines of the live processes whose session is ``session_id`` (from /proc)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended while listed
+            continue
+        if int(fields[3]) == session_id and fields[0] != "Z":  # fields[3]: session, [0]: state
+            members.append((stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+    return members
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_no_process_of_the_command_outlives_it(tmp_path: Path):
+    # The subproc vector env starts multiprocessing's forkserver and resource tracker; they
+    # must be stopped and reaped before the command's process ends, not left to find out.
+    # Output goes to a file: waiting on a pipe would also wait for every process that
+    # inherited it, the helpers included.
+    log = tmp_path / "stderr.txt"
+    with log.open("wb") as stderr:
+        command = subprocess.Popen(
+            [sys.executable, "-m", "vecpg", "train", "--env", "CartPole-v1", "--total-steps",
+             "256", "--num-envs", "2", "--num-steps", "64", "--vector", "subproc", "--quiet",
+             "--no-tensorboard", "--run-dir", str(tmp_path / "run")],
+            stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True,
+        )  # fmt: skip
+        try:
+            command.wait(timeout=120)
+            left = _session_members(command.pid)
+        finally:
+            command.kill()
+    assert command.returncode == 0, log.read_text()
+    assert left == []

@@ -11,8 +11,12 @@ interpreter's own shutdown does first, in the same order, then leaves:
 1. wait for the threads that are not daemons (as the interpreter does);
 2. run the ``atexit`` callbacks (logging's flush, multiprocessing's child cleanup,
    ``ray.shutdown``);
-3. flush stdout and stderr;
-4. ``os._exit(status)``, which skips module teardown and the final garbage collection.
+3. stop and reap multiprocessing's helper processes, the forkserver and the resource
+   tracker, which the vector env's workers started. A normal exit leaves them to notice
+   the closed pipe after the interpreter is gone; here they end before it, so no process
+   of the command outlives it;
+4. flush stdout and stderr;
+5. ``os._exit(status)``, which skips module teardown and the final garbage collection.
 
 Only the console entry point (``vecpg``, ``python -m vecpg``) ends this way;
 :func:`vecpg.commands.cli.main` called from Python returns its status as before. Under a
@@ -37,9 +41,35 @@ def exit_without_teardown(status: int) -> NoReturn:
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()
     atexit._run_exitfuncs()
+    _stop_multiprocessing_helpers()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):  # closed, or gone with the terminal
             pass
     os._exit(status)
+
+
+def _stop_multiprocessing_helpers() -> None:
+    """Close the pipes to the forkserver and resource tracker, if started, and wait for them.
+
+    ``_stop`` is the helpers' own method for this (private; CPython's tests use it): the
+    helper sees end-of-file, finishes (the tracker unlinks any shared memory still
+    registered, with its usual warning) and is reaped by ``waitpid``.
+    """
+    if "multiprocessing" not in sys.modules:
+        return
+    from multiprocessing import forkserver, resource_tracker
+
+    # The forkserver first: it holds the tracker's pipe too, so the tracker sees end-of-file
+    # only once both have closed it.
+    for helper in (forkserver._forkserver, resource_tracker._resource_tracker):
+        stop = getattr(helper, "_stop", None)
+        if stop is None:
+            continue
+        try:
+            stop()
+        except FileNotFoundError:
+            # The forkserver's socket file went with multiprocessing's temporary directory
+            # in the atexit step; the server was already reaped when its unlink failed.
+            pass
