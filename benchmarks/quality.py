@@ -245,8 +245,9 @@ def run_cell(env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float) -
 
     A cell cut short earlier (the harness was killed: a MuJoCo A2C cell takes about an
     hour on two cores) continues from its latest checkpoint with ``vecpg train --resume``;
-    one without a checkpoint, or whose resume fails, starts over. The cell's wall time is
-    the sum of its processes' (``<run_dir>/quality_segments.json``).
+    one without a checkpoint starts over. A failed resume is reported like a failed run
+    and its run dir kept (it may be another harness's running cell, or worth a look). The
+    cell's wall time is the sum of its processes' (``<run_dir>/quality_segments.json``).
     """
     runs_dir = runs_dir.resolve()  # the child runs inside it: a relative run dir would nest
     run_dir = runs_dir / f"{env}__{algo}__{seed}"
@@ -256,12 +257,11 @@ def run_cell(env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float) -
     resumed_from = checkpoints[-1] if checkpoints else None
     if resumed_from is not None:
         returncode, stderr = _run_segment(resume_command(run_dir), run_dir, runs_dir, timeout_s)
-    if resumed_from is None or returncode not in (0, None):  # a timeout keeps its progress
-        if run_dir.exists():  # nothing to continue from: start over
+    else:  # nothing to continue from: start over
+        if run_dir.exists():
             import shutil
 
             shutil.rmtree(run_dir)
-        resumed_from = None
         returncode, stderr = _run_segment(command, run_dir, runs_dir, timeout_s)
     segments = _segments(run_dir)
     wall_s = sum(segment["wall_s"] for segment in segments)

@@ -195,3 +195,20 @@ def test_a_cell_without_a_checkpoint_starts_over(tmp_path, monkeypatch):
     assert [command[4] for command in calls] == ["--env"]  # a fresh train, not --resume
     assert result["resumed_from_step"] is None
     assert not (run_dir / "metrics.csv").exists()  # the old run's files were removed first
+
+
+def test_a_failed_resume_is_reported_and_its_run_dir_kept(tmp_path, monkeypatch):
+    calls = []
+
+    def failing_segment(command, run_dir, cwd, timeout_s):
+        calls.append(command)
+        return 1, "vecpg: error: run directory is in use by another vecpg process\n"
+
+    monkeypatch.setattr(quality, "_run_segment", failing_segment)
+    run_dir = tmp_path / "CartPole-v1__ppo__1"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step_000000004096.pt").write_bytes(b"")
+    result = quality.run_cell("CartPole-v1", "ppo", 1, tmp_path, timeout_s=300)
+    assert [command[4] for command in calls] == ["--resume"]  # no fresh start over it
+    assert result["returncode"] == 1 and "in use" in result["error"][0]
+    assert (run_dir / "checkpoints" / "step_000000004096.pt").exists()
