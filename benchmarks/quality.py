@@ -173,13 +173,10 @@ def deterministic_return(run_dir: Path, timeout_s: float) -> float:
 
 
 def list_checkpoints(run_dir: Path) -> list[int]:
-    """The steps of the run's checkpoints (``checkpoints/step_<step>.pt``), ascending."""
-    steps = (
-        int(path.stem.removeprefix("step_"))
-        for path in (run_dir / "checkpoints").glob("step_*.pt")
-        if path.stem.removeprefix("step_").isdigit()
-    )
-    return sorted(steps)
+    """The steps of the run's checkpoints, ascending (vecpg's own listing)."""
+    from vecpg.run.checkpoint import list_checkpoints as checkpoints
+
+    return [step for step, _ in checkpoints(run_dir)]
 
 
 def last_row(metrics: Path) -> dict[str, str] | None:
@@ -253,7 +250,7 @@ def run_cell(env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float) -
     run_dir = runs_dir / f"{env}__{algo}__{seed}"
     environment = versions()  # of the code that runs, before a checkout can move on
     command = train_command(env, algo, seed, run_dir)
-    checkpoints = list_checkpoints(run_dir) if run_dir.exists() else []
+    checkpoints = list_checkpoints(run_dir)
     resumed_from = checkpoints[-1] if checkpoints else None
     if resumed_from is not None:
         returncode, stderr = _run_segment(resume_command(run_dir), run_dir, runs_dir, timeout_s)
