@@ -3,6 +3,7 @@
     python benchmarks/quality.py                           # every cell of the table, 3 seeds
     python benchmarks/quality.py --envs CartPole-v1 Acrobot-v1 --algos ppo a2c
     python benchmarks/quality.py --report                  # print the table from the results
+    python benchmarks/quality.py --report --plots docs/quality   # and one PNG per row
 
 Every cell (env, algo, seed) is one fresh ``vecpg train --env ENV --algo ALGO --seed SEED``
 process, with no hyperparameter flag (the env's preset decides; ``--run-dir``, ``--quiet``
@@ -18,8 +19,8 @@ The random-policy score of each env (uniform random actions, ``--random-episodes
 episodes, seeded) is measured once and stored in the same file; the normalized score is
 ``(vecpg - random) / (published - random)``, with vecpg's score of the published figure's
 kind (rl-zoo's are deterministic evaluations, CleanRL's training returns); the acceptance
-target is >= 0.9.
-Learning curves: ``vecpg plot`` over the run dirs under ``--runs-dir``.
+target is >= 0.9. ``--plots DIR`` draws each row's learning curves with ``vecpg plot``:
+the finished seeds' training return against env steps, one PNG per (env, algo).
 """
 
 from __future__ import annotations
@@ -402,6 +403,32 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def plot_commands(
+    results: list[dict[str, Any]], out_dir: Path, envs: Sequence[str], algos: Sequence[str]
+) -> list[list[str]]:
+    """One ``vecpg plot`` command per (env, algo) of ``envs`` x ``algos`` with finished
+    cells: their seeds' curves overlaid against env steps, to ``out_dir/ENV__ALGO.png``.
+
+    The latest line of a cell wins, as in :func:`summarize`; a cell whose run dir no longer
+    holds a metrics.csv is left out of the plot (the table still counts it).
+    """
+    latest = {(r["env"], r["algo"], r["seed"]): r for r in results if r["kind"] == "cell"}
+    run_dirs: dict[tuple[str, str], list[str]] = {}
+    for (env, algo, _seed), cell in sorted(latest.items(), key=lambda item: item[0][2]):
+        run_dir = Path(cell.get("run_dir") or "")
+        if cell["returncode"] == 0 and (run_dir / "metrics.csv").is_file():
+            run_dirs.setdefault((env, algo), []).append(str(run_dir))
+    commands = []
+    for env in envs:
+        for algo in algos:
+            if (env, algo) in run_dirs:
+                out = out_dir / f"{env}__{algo}.png"
+                title = f"{env} {algo} with its preset (training return)"
+                plot = [sys.executable, "-m", "vecpg", "plot", *run_dirs[env, algo]]
+                commands.append([*plot, "--x", "steps", "--title", title, "--out", str(out)])
+    return commands
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envs", nargs="+", default=ENVS)
@@ -418,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds per run")
     parser.add_argument("--rerun", action="store_true", help="run finished cells again")
     parser.add_argument("--report", action="store_true", help="only print the table")
+    parser.add_argument(
+        "--plots", type=Path, metavar="DIR", help="also write each row's learning curves here"
+    )
     return parser
 
 
@@ -470,7 +500,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
         evaluate_older_cells(args)
     print(markdown(summarize(read_results(args.results))))
-    return 0
+    if args.plots is None:
+        return 0
+    args.plots.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for command in plot_commands(read_results(args.results), args.plots, args.envs, args.algos):
+        completed = subprocess.run(command, capture_output=True, text=True)
+        if completed.returncode != 0:
+            failed += 1
+            print(f"plot failed: {completed.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        else:
+            print(completed.stdout.strip())
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -203,3 +203,45 @@ def test_a_failed_resume_is_reported_and_its_run_dir_kept(tmp_path, monkeypatch)
     assert [command[4] for command in calls] == ["--resume"]  # no fresh start over it
     assert result["returncode"] == 1 and "in use" in result["error"][0]
     assert (run_dir / "checkpoints" / "step_000000004096.pt").exists()
+
+
+def _run_dir_with_curve(path):
+    path.mkdir(parents=True)
+    rows = ["global_step,time_s,episode_return_mean", "100,1.0,-400.0", "200,2.0,-120.5"]
+    (path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_plots_overlay_each_rows_finished_seeds_from_their_latest_lines(tmp_path):
+    first = _run_dir_with_curve(tmp_path / "first")
+    rerun = _run_dir_with_curve(tmp_path / "rerun")
+    seed_2 = _run_dir_with_curve(tmp_path / "seed_2")
+    failed = _run_dir_with_curve(tmp_path / "failed")
+    results = [
+        {**cell("Acrobot-v1", "ppo", 1, -90.0), "run_dir": first},
+        {**cell("Acrobot-v1", "ppo", 2, -80.0), "run_dir": seed_2},
+        {**cell("Acrobot-v1", "ppo", 1, -85.0), "run_dir": rerun},  # replaces seed 1's line
+        {**cell("Acrobot-v1", "ppo", 3, -85.0), "run_dir": str(tmp_path / "deleted")},
+        {**cell("Acrobot-v1", "a2c", 1, -85.0, returncode=1), "run_dir": failed},
+        {**cell("CartPole-v1", "ppo", 1, 500.0), "run_dir": _run_dir_with_curve(tmp_path / "cp")},
+    ]
+    commands = quality.plot_commands(results, tmp_path / "png", ["Acrobot-v1"], ["ppo", "a2c"])
+    assert len(commands) == 1  # a2c's only cell failed; CartPole was not selected
+    command = commands[0]
+    assert command[1:4] == ["-m", "vecpg", "plot"]
+    assert command[4:6] == [rerun, seed_2]  # by seed, the rerun in place of the first run
+    assert command[command.index("--out") + 1] == str(tmp_path / "png" / "Acrobot-v1__ppo.png")
+
+
+def test_report_with_plots_writes_a_png_per_row(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    results = tmp_path / "quality.jsonl"
+    for seed in (1, 2):
+        run_dir = _run_dir_with_curve(tmp_path / f"seed_{seed}")
+        quality.append_result(
+            results, {**cell("Acrobot-v1", "ppo", seed, -90.0), "run_dir": run_dir}
+        )
+    argv = ["--report", "--results", str(results), "--plots", str(tmp_path / "png")]
+    assert quality.main([*argv, "--envs", "Acrobot-v1", "--algos", "ppo"]) == 0
+    assert (tmp_path / "png" / "Acrobot-v1__ppo.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| Acrobot-v1 | ppo |" in capsys.readouterr().out
