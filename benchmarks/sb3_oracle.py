@@ -105,9 +105,8 @@ def sb3_settings(config: Any) -> tuple[dict[str, Any], list[str]]:
         policy_kwargs["optimizer_kwargs"] = {"eps": config.optimizer_eps}
     else:
         settings["use_rms_prop"] = config.optimizer == "rmsprop"
-        if config.optimizer == "rmsprop":
+        if config.optimizer == "rmsprop":  # torch's RMSprop (alpha 0.99), as vecpg's
             settings["rms_prop_eps"] = config.optimizer_eps
-            notes.append("RMSprop: SB3's TensorFlow-style (eps inside the square root)")
         else:
             policy_kwargs["optimizer_kwargs"] = {"eps": config.optimizer_eps}
     return settings, notes
