@@ -178,6 +178,7 @@ def run_seed(env_id: str, algo: str, seed: int, overrides: dict[str, Any]) -> di
         deterministic=True,
         return_episode_rewards=True,
     )
+    assert isinstance(returns, list)  # one return per episode, as asked
     train_env.close()
     eval_env.close()
     return {
