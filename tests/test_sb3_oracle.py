@@ -174,3 +174,35 @@ def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path):
     for name, sb3_name in SB3_NAMES.items():
         torch.testing.assert_close(ours[name], theirs[sb3_name], msg=name, rtol=1e-5, atol=1e-6)
     assert not torch.equal(ours["action_head.log_std"], torch.zeros(1))  # the updates moved it
+
+
+def test_sb3s_vec_normalize_sees_what_vecpgs_sampler_stores(tmp_path):
+    """The other half of the premise: the data. Replaying the actions vecpg's sampler sent
+    to Pendulum through SB3's VecNormalize (seeded alike, the preset's gamma) gives the
+    normalized observations and scaled rewards vecpg's buffer holds, step by step."""
+    import gymnasium as gym
+    import numpy as np
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from vecpg.run.trainer import Trainer
+
+    values = {"env": "Pendulum-v1", "algo": "a2c", "preset": "mujoco", "vector": "sync"}
+    config = resolve_config(cli_values={**values, "run_dir": str(tmp_path)})
+    trainer = Trainer(config, run_dir=str(tmp_path))
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")]), gamma=config.gamma)
+    venv.seed(0)
+    observations = venv.reset()
+    try:
+        trainer.sampler.reset(seed=0)
+        for _ in range(3):
+            trainer.sampler.collect()
+            buffer = trainer.buffer
+            for step in range(config.num_steps):
+                stored = buffer.observations[step].numpy()
+                np.testing.assert_allclose(stored, observations, rtol=1e-5, atol=1e-6)
+                actions = trainer.policy.to_env_actions(buffer.actions[step])
+                observations, rewards, _, _ = venv.step(actions)
+                np.testing.assert_allclose(buffer.rewards[step].numpy(), rewards, rtol=1e-5)
+    finally:
+        trainer.close()
+        venv.close()
