@@ -508,7 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         completed = subprocess.run(command, capture_output=True, text=True)
         if completed.returncode != 0:
             failed += 1
-            print(f"plot failed: {completed.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+            reason = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"plot failed: {reason}", file=sys.stderr)
         else:
             print(completed.stdout.strip())
     return 1 if failed else 0
