@@ -113,12 +113,19 @@ SB3_NAMES = {
 }
 
 
+# Hopper falls within tens of steps under an untrained policy: 40 rollouts of 5 steps see
+# several terminations (bootstrap cut, running return reset, env reset) and no truncation.
+HOPPER_A2C = {"env": "Hopper-v5", "algo": "a2c", "vector": "sync"}
+ROLLOUTS = 40
+
+
 def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path):
     """The oracle compares learners only if SB3, given the translation, learns as vecpg
-    does. From the same weights over the same rollouts (vecpg's, normalized as its policy
-    saw them), three consecutive updates of the MuJoCo A2C preset (GAE with lambda 1,
-    RMSprop's running state, gradient clipping, a state-independent Gaussian, vecpg's
-    0.5*MSE at vf_coef 1 against SB3's MSE at 0.5) end at the same parameters."""
+    does. From the same weights over the same Hopper rollouts (vecpg's, normalized as its
+    policy saw them), 40 consecutive updates of the MuJoCo A2C preset (GAE with
+    lambda 1 across terminations, RMSprop's running state, gradient clipping, a
+    state-independent Gaussian, vecpg's 0.5*MSE at vf_coef 1 against SB3's MSE at 0.5) end
+    at the same parameters."""
     import numpy as np
     from stable_baselines3 import A2C
     from stable_baselines3.common.env_util import make_vec_env
@@ -127,13 +134,12 @@ def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path):
     from vecpg.learners.base import buffer_gae
     from vecpg.run.trainer import Trainer
 
-    values = {"env": "Pendulum-v1", "algo": "a2c", "preset": "mujoco", "vector": "sync"}
-    config = resolve_config(cli_values={**values, "run_dir": str(tmp_path)})
+    config = resolve_config(cli_values={**HOPPER_A2C, "run_dir": str(tmp_path)})
     assert (config.optimizer, config.num_envs, config.normalize_rewards) == ("rmsprop", 1, True)
     settings, _ = oracle.sb3_settings(config)
     for key in ("n_envs", "total_steps", "normalize"):
         settings.pop(key)
-    sb3 = A2C("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=1), device="cpu", **settings)
+    sb3 = A2C("MlpPolicy", make_vec_env("Hopper-v5", n_envs=1), device="cpu", **settings)
     sb3.set_logger(configure(None, []))
     trainer = Trainer(config, run_dir=str(tmp_path))
     ours = dict(trainer.policy.named_parameters())
@@ -142,24 +148,26 @@ def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path):
     with torch.no_grad():
         for name, sb3_name in SB3_NAMES.items():
             theirs[sb3_name].copy_(ours[name])
+    episode_start, terminations = np.ones(1, dtype=bool), 0
     try:
         trainer.sampler.reset(seed=0)
-        for _ in range(3):
+        for _ in range(ROLLOUTS):
             trainer.sampler.collect()
             buffer, rollout = trainer.buffer, sb3.rollout_buffer
+            assert not buffer.truncations.any()  # SB3 bootstraps those while collecting
             rollout.reset()
             for step in range(config.num_steps):
                 rollout.add(
                     buffer.observations[step].numpy(),
                     buffer.actions[step].numpy(),
                     buffer.rewards[step].numpy(),
-                    np.zeros(1, dtype=bool),
+                    episode_start,
                     buffer.values[step].reshape(-1, 1),
                     buffer.log_probs[step],
                 )
-            no_episode_ended = not (buffer.terminations.any() or buffer.truncations.any())
-            assert no_episode_ended  # SB3 adds truncation bootstraps while collecting
-            rollout.compute_returns_and_advantage(buffer.next_values[-1], np.zeros(1, bool))
+                episode_start = buffer.terminations[step].numpy().astype(bool)
+                terminations += int(episode_start.sum())
+            rollout.compute_returns_and_advantage(buffer.next_values[-1], episode_start)
             advantages, _ = buffer_gae(buffer, config.gamma, config.gae_lambda)
             np.testing.assert_allclose(rollout.advantages[:, 0], advantages[:, 0], rtol=1e-5)
             with torch.no_grad():  # same distribution: SB3 scores vecpg's actions alike
@@ -173,36 +181,40 @@ def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path):
         trainer.close()
     for name, sb3_name in SB3_NAMES.items():
         torch.testing.assert_close(ours[name], theirs[sb3_name], msg=name, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(ours["action_head.log_std"], torch.zeros(1))  # the updates moved it
+    assert not torch.equal(ours["action_head.log_std"], torch.zeros(3))  # the updates moved it
+    assert terminations >= 3  # the bootstrap was cut where Hopper fell
 
 
 def test_sb3s_vec_normalize_sees_what_vecpgs_sampler_stores(tmp_path):
     """The other half of the premise: the data. Replaying the actions vecpg's sampler sent
-    to Pendulum through SB3's VecNormalize (seeded alike, the preset's gamma) gives the
-    normalized observations and scaled rewards vecpg's buffer holds, step by step."""
+    to Hopper through SB3's VecNormalize (seeded alike, the preset's gamma) gives the
+    normalized observations and scaled rewards vecpg's buffer holds, step by step, across
+    the episodes that end and reset on the way."""
     import gymnasium as gym
     import numpy as np
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     from vecpg.run.trainer import Trainer
 
-    values = {"env": "Pendulum-v1", "algo": "a2c", "preset": "mujoco", "vector": "sync"}
-    config = resolve_config(cli_values={**values, "run_dir": str(tmp_path)})
+    config = resolve_config(cli_values={**HOPPER_A2C, "run_dir": str(tmp_path)})
     trainer = Trainer(config, run_dir=str(tmp_path))
-    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Pendulum-v1")]), gamma=config.gamma)
+    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Hopper-v5")]), gamma=config.gamma)
+    episodes_ended = 0
     venv.seed(0)
     observations = venv.reset()
     try:
         trainer.sampler.reset(seed=0)
-        for _ in range(3):
+        for _ in range(ROLLOUTS):
             trainer.sampler.collect()
             buffer = trainer.buffer
             for step in range(config.num_steps):
                 stored = buffer.observations[step].numpy()
                 np.testing.assert_allclose(stored, observations, rtol=1e-5, atol=1e-6)
                 actions = trainer.policy.to_env_actions(buffer.actions[step])
-                observations, rewards, _, _ = venv.step(actions)
+                observations, rewards, dones, _ = venv.step(actions)
                 np.testing.assert_allclose(buffer.rewards[step].numpy(), rewards, rtol=1e-5)
+                episodes_ended += int(dones.sum())
     finally:
         trainer.close()
         venv.close()
+    assert episodes_ended >= 3
