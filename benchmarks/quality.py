@@ -320,6 +320,12 @@ def random_score(env: str, episodes: int, seed: int = 0) -> dict[str, Any]:
     }
 
 
+def latest_cells(results: list[dict[str, Any]]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Each cell's latest line by ``(env, algo, seed)``: a rerun or an added deterministic
+    score is appended as a new line and replaces the earlier one."""
+    return {(r["env"], r["algo"], r["seed"]): r for r in results if r["kind"] == "cell"}
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     finite = [value for value in values if math.isfinite(value)]
     mean = statistics.fmean(finite) if finite else math.nan
@@ -332,9 +338,8 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     published figure with vecpg's score of the same kind (``Published.metric``)."""
     randoms = {r["env"]: r["mean"] for r in results if r["kind"] == "random"}
     cells: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
-    for result in results:  # the latest line of a cell wins (a rerun replaces it)
-        if result["kind"] == "cell":
-            cells.setdefault((result["env"], result["algo"]), {})[result["seed"]] = result
+    for (env, algo, seed), result in latest_cells(results).items():
+        cells.setdefault((env, algo), {})[seed] = result
     rows = []
     for (env, algo), by_seed in sorted(cells.items(), key=lambda item: ENVS.index(item[0][0])):
         done = sorted(
@@ -409,10 +414,10 @@ def plot_commands(
     """One ``vecpg plot`` command per (env, algo) of ``envs`` x ``algos`` with finished
     cells: their seeds' curves overlaid against env steps, to ``out_dir/ENV__ALGO.png``.
 
-    The latest line of a cell wins, as in :func:`summarize`; a cell whose run dir no longer
-    holds a metrics.csv is left out of the plot (the table still counts it).
+    A cell whose run dir no longer holds a metrics.csv is left out of the plot (the table
+    still counts it).
     """
-    latest = {(r["env"], r["algo"], r["seed"]): r for r in results if r["kind"] == "cell"}
+    latest = latest_cells(results)
     run_dirs: dict[tuple[str, str], list[str]] = {}
     for (env, algo, _seed), cell in sorted(latest.items(), key=lambda item: item[0][2]):
         run_dir = Path(cell.get("run_dir") or "")
@@ -454,12 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
 def evaluate_older_cells(args: argparse.Namespace) -> None:
     """Give finished cells of the selected envs/algos written without a deterministic
     evaluation one (from their run dir's checkpoint), as an updated line."""
-    latest = {
-        (r["env"], r["algo"], r["seed"]): r
-        for r in read_results(args.results)
-        if r["kind"] == "cell"
-    }
-    for (env, algo, _seed), cell in latest.items():
+    for (env, algo, _seed), cell in latest_cells(read_results(args.results)).items():
         run_dir = Path(cell.get("run_dir", ""))
         if env not in args.envs or algo not in args.algos or "eval_return" in cell:
             continue

@@ -1,5 +1,5 @@
-"""benchmarks/sb3_oracle.py: vecpg's resolved preset translated to SB3, SB3 making vecpg's A2C
-updates from it, and a short run."""
+"""benchmarks/sb3_oracle.py: vecpg's resolved preset translated to SB3; SB3, given it, making
+vecpg's A2C updates and seeing vecpg's normalized data; a short run."""
 
 from __future__ import annotations
 
@@ -122,7 +122,7 @@ ROLLOUTS = 40
 def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path):
     """The oracle compares learners only if SB3, given the translation, learns as vecpg
     does. From the same weights over the same Hopper rollouts (vecpg's, normalized as its
-    policy saw them), 40 consecutive updates of the MuJoCo A2C preset (GAE with
+    policy saw them), ROLLOUTS consecutive updates of the MuJoCo A2C preset (GAE with
     lambda 1 across terminations, RMSprop's running state, gradient clipping, a
     state-independent Gaussian, vecpg's 0.5*MSE at vf_coef 1 against SB3's MSE at 0.5) end
     at the same parameters."""
