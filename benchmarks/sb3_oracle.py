@@ -33,6 +33,7 @@ HERE = Path(__file__).resolve().parent
 EVAL_EPISODES = 20
 EVAL_SEED_OFFSET = 1_000_000  # eval env seeds: far from the ones training used
 LAST_EPISODES = 20  # as vecpg's episode_return_mean
+CURVE_EVERY = 10_000  # env steps between two points of the recorded learning curve
 
 
 def sb3_settings(config: Any) -> tuple[dict[str, Any], list[str]]:
@@ -159,8 +160,9 @@ def run_seed(env_id: str, algo: str, seed: int, overrides: dict[str, Any]) -> di
     if normalize["norm_obs"] or normalize["norm_reward"]:
         train_env = VecNormalize(train_env, gamma=config.gamma, **normalize)
     learner = {"a2c": A2C, "ppo": PPO}[algo]("MlpPolicy", train_env, seed=seed, **settings)
+    curve: list[tuple[int, float]] = []
     started = time.perf_counter()
-    learner.learn(total_timesteps=total_steps)
+    learner.learn(total_timesteps=total_steps, callback=_curve_callback(curve))
     wall_s = time.perf_counter() - started
     last = [float(info["r"]) for info in list(learner.ep_info_buffer)[-LAST_EPISODES:]]
     eval_env = make_vec_env(
@@ -189,6 +191,7 @@ def run_seed(env_id: str, algo: str, seed: int, overrides: dict[str, Any]) -> di
         "final_return": statistics.fmean(last) if last else math.nan,
         "eval_return": statistics.fmean(float(r) for r in returns),
         "global_step": int(learner.num_timesteps),
+        "curve": curve,
         "wall_s": round(wall_s, 1),
         "preset": config.preset,
         "settings": {key: repr(value) for key, value in settings.items()},
@@ -196,6 +199,23 @@ def run_seed(env_id: str, algo: str, seed: int, overrides: dict[str, Any]) -> di
         "versions": _versions(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+
+
+def _curve_callback(curve: list[tuple[int, float]]) -> Any:
+    """An SB3 callback appending ``(env steps, mean return of the last 20 episodes)`` to
+    ``curve`` every CURVE_EVERY steps: the signal vecpg's metrics.csv records as
+    ``episode_return_mean``, so the two learning curves can be laid side by side."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class CurveCallback(BaseCallback):
+        def _on_step(self) -> bool:
+            episodes = list(self.model.ep_info_buffer)[-LAST_EPISODES:]
+            step = int(self.num_timesteps)
+            if episodes and step // CURVE_EVERY > (curve[-1][0] // CURVE_EVERY if curve else 0):
+                curve.append((step, statistics.fmean(float(info["r"]) for info in episodes)))
+            return True
+
+    return CurveCallback()
 
 
 def _versions() -> dict[str, str]:

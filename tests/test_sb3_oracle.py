@@ -76,15 +76,16 @@ def test_overrides_parse_json_values_and_refuse_a_bare_key():
 
 
 def test_a_short_run_writes_both_scores(tmp_path, monkeypatch):
-    # A 2-update budget keeps the test short; the translation is the preset's otherwise.
+    # A 20-update budget keeps the test short; the translation is the preset's otherwise.
     translate = oracle.sb3_settings
 
     def short(config):
         settings, notes = translate(config)
-        settings["total_steps"] = 2 * settings["n_envs"] * settings["n_steps"]
+        settings["total_steps"] = 20 * settings["n_envs"] * settings["n_steps"]
         return settings, notes
 
     monkeypatch.setattr(oracle, "sb3_settings", short)
+    monkeypatch.setattr(oracle, "CURVE_EVERY", 50)
     results = tmp_path / "oracle.jsonl"
     assert oracle.main(["--env", "CartPole-v1", "--algo", "a2c", "--seeds", "3",
                         "--results", str(results)]) == 0  # fmt: skip
@@ -92,7 +93,12 @@ def test_a_short_run_writes_both_scores(tmp_path, monkeypatch):
     assert (line["env"], line["algo"], line["seed"]) == ("CartPole-v1", "a2c", 3)
     assert line["preset"] == "classic-control"
     assert math.isfinite(line["eval_return"]) and line["eval_return"] >= 8  # CartPole's floor
-    assert line["global_step"] >= 2 * 5
+    assert line["global_step"] >= 20 * 5
+    # The curve: a point per 50 steps once episodes have finished, each a mean return.
+    steps = [step for step, _ in line["curve"]]
+    assert steps and steps == sorted(steps) and steps[-1] <= line["global_step"]
+    assert len({step // 50 for step in steps}) == len(steps)
+    assert all(8 <= mean <= 500 for _, mean in line["curve"])  # CartPole's returns
 
 
 # vecpg's ActorCritic parameter -> SB3's ActorCriticPolicy parameter (separate MLPs)
