@@ -123,15 +123,20 @@ SB3_NAMES = {
 # several terminations (bootstrap cut, running return reset, env reset) and no truncation.
 HOPPER_A2C = {"env": "Hopper-v5", "algo": "a2c", "vector": "sync"}
 ROLLOUTS = 40
+# A 12-step time limit truncates most of those episodes: the bootstrap from V(final obs).
+TIME_LIMITED = {"max_episode_steps": 12}
 
 
-def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path):
+@pytest.mark.parametrize("env_kwargs", [{}, TIME_LIMITED], ids=["terminations", "truncations"])
+def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path, env_kwargs):
     """The oracle compares learners only if SB3, given the translation, learns as vecpg
     does. From the same weights over the same Hopper rollouts (vecpg's, normalized as its
     policy saw them), ROLLOUTS consecutive updates of the MuJoCo A2C preset (GAE with
     lambda 1 across terminations, RMSprop's running state, gradient clipping, a
     state-independent Gaussian, vecpg's 0.5*MSE at vf_coef 1 against SB3's MSE at 0.5) end
-    at the same parameters."""
+    at the same parameters. Under a time limit, SB3's own treatment of a truncation (its
+    ``collect_rollouts`` adds ``gamma * V(final obs)`` to the reward and ends the episode)
+    is applied to vecpg's rollouts, with V(final obs) as vecpg's sampler computed it."""
     import numpy as np
     from stable_baselines3 import A2C
     from stable_baselines3.common.env_util import make_vec_env
@@ -140,7 +145,8 @@ def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path):
     from vecpg.learners.base import buffer_gae
     from vecpg.run.trainer import Trainer
 
-    config = resolve_config(cli_values={**HOPPER_A2C, "run_dir": str(tmp_path)})
+    values = {**HOPPER_A2C, "env_kwargs": env_kwargs, "run_dir": str(tmp_path)}
+    config = resolve_config(cli_values=values)
     assert (config.optimizer, config.num_envs, config.normalize_rewards) == ("rmsprop", 1, True)
     settings, _ = oracle.sb3_settings(config)
     for key in ("n_envs", "total_steps", "normalize"):
@@ -154,25 +160,29 @@ def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path):
     with torch.no_grad():
         for name, sb3_name in SB3_NAMES.items():
             theirs[sb3_name].copy_(ours[name])
-    episode_start, terminations = np.ones(1, dtype=bool), 0
+    episode_start, terminations, truncations = np.ones(1, dtype=bool), 0, 0
     try:
         trainer.sampler.reset(seed=0)
         for _ in range(ROLLOUTS):
             trainer.sampler.collect()
             buffer, rollout = trainer.buffer, sb3.rollout_buffer
-            assert not buffer.truncations.any()  # SB3 bootstraps those while collecting
             rollout.reset()
             for step in range(config.num_steps):
+                terminated = buffer.terminations[step].numpy().astype(bool)
+                truncated = buffer.truncations[step].numpy().astype(bool) & ~terminated
+                rewards = buffer.rewards[step].numpy().copy()
+                rewards[truncated] += config.gamma * buffer.final_values[step].numpy()[truncated]
                 rollout.add(
                     buffer.observations[step].numpy(),
                     buffer.actions[step].numpy(),
-                    buffer.rewards[step].numpy(),
+                    rewards,
                     episode_start,
                     buffer.values[step].reshape(-1, 1),
                     buffer.log_probs[step],
                 )
-                episode_start = buffer.terminations[step].numpy().astype(bool)
-                terminations += int(episode_start.sum())
+                episode_start = terminated | truncated
+                terminations += int(terminated.sum())
+                truncations += int(truncated.sum())
             rollout.compute_returns_and_advantage(buffer.next_values[-1], episode_start)
             advantages, _ = buffer_gae(buffer, config.gamma, config.gae_lambda)
             np.testing.assert_allclose(rollout.advantages[:, 0], advantages[:, 0], rtol=1e-5)
@@ -188,24 +198,31 @@ def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path):
     for name, sb3_name in SB3_NAMES.items():
         torch.testing.assert_close(ours[name], theirs[sb3_name], msg=name, rtol=1e-5, atol=1e-6)
     assert not torch.equal(ours["action_head.log_std"], torch.zeros(3))  # the updates moved it
-    assert terminations >= 3  # the bootstrap was cut where Hopper fell
+    assert terminations >= 3 if not env_kwargs else truncations >= 3
 
 
-def test_sb3s_vec_normalize_sees_what_vecpgs_sampler_stores(tmp_path):
+@pytest.mark.parametrize("env_kwargs", [{}, TIME_LIMITED], ids=["terminations", "truncations"])
+def test_sb3s_vec_normalize_sees_what_vecpgs_sampler_stores(tmp_path, env_kwargs):
     """The other half of the premise: the data. Replaying the actions vecpg's sampler sent
     to Hopper through SB3's VecNormalize (seeded alike, the preset's gamma) gives the
     normalized observations and scaled rewards vecpg's buffer holds, step by step, across
-    the episodes that end and reset on the way."""
+    the episodes that end and reset on the way; under a time limit, also the bootstrap
+    value vecpg's sampler computed from each truncated episode's final observation."""
+    import copy
+
     import gymnasium as gym
     import numpy as np
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     from vecpg.run.trainer import Trainer
 
-    config = resolve_config(cli_values={**HOPPER_A2C, "run_dir": str(tmp_path)})
+    values = {**HOPPER_A2C, "env_kwargs": env_kwargs, "run_dir": str(tmp_path)}
+    config = resolve_config(cli_values=values)
     trainer = Trainer(config, run_dir=str(tmp_path))
-    venv = VecNormalize(DummyVecEnv([lambda: gym.make("Hopper-v5")]), gamma=config.gamma)
-    episodes_ended = 0
+    venv = VecNormalize(
+        DummyVecEnv([lambda: gym.make("Hopper-v5", **env_kwargs)]), gamma=config.gamma
+    )
+    episodes_ended, truncations = 0, 0
     venv.seed(0)
     observations = venv.reset()
     try:
@@ -217,10 +234,21 @@ def test_sb3s_vec_normalize_sees_what_vecpgs_sampler_stores(tmp_path):
                 stored = buffer.observations[step].numpy()
                 np.testing.assert_allclose(stored, observations, rtol=1e-5, atol=1e-6)
                 actions = trainer.policy.to_env_actions(buffer.actions[step])
-                observations, rewards, dones, _ = venv.step(actions)
+                statistics = copy.deepcopy(venv.obs_rms)
+                observations, rewards, dones, infos = venv.step(actions)
                 np.testing.assert_allclose(buffer.rewards[step].numpy(), rewards, rtol=1e-5)
+                if infos[0].get("TimeLimit.truncated"):
+                    # The bootstrap value: V of the final observation, normalized by SB3's
+                    # rule with the statistics from before the reset observation joined
+                    # them (SB3 normalizes it after; one sample apart).
+                    raw = venv.venv.buf_infos[0]["terminal_observation"]
+                    final = venv._normalize_obs(raw, statistics).astype(np.float32)
+                    with torch.no_grad():
+                        expected = trainer.policy.value(torch.from_numpy(final)[None])
+                    torch.testing.assert_close(buffer.final_values[step], expected)
+                    truncations += 1
                 episodes_ended += int(dones.sum())
     finally:
         trainer.close()
         venv.close()
-    assert episodes_ended >= 3
+    assert episodes_ended >= 3 and (truncations >= 3 if env_kwargs else truncations == 0)
