@@ -385,3 +385,38 @@ def test_subprocess_workers_give_the_in_process_run_with_normalizers_and_time_li
     assert sum(int(r["terminations"].sum()) for r in sync) >= 1
     for name, value in sync_parameters.items():
         assert torch.equal(value, subproc_parameters[name]), name
+
+
+def test_keyed_action_noise_gives_independent_standard_normal_samples():
+    """What the sampler feeds a Gaussian policy, step after step (keys 0..S-1, as
+    ``Sampler._act`` keys a policy without gSDE): samples of N(0, 1), by a
+    Kolmogorov-Smirnov statistic under its 0.1% critical value, with no correlation
+    between consecutive steps, between envs or between action dims beyond sampling error.
+    A key repeated across steps, envs given the same rows, or a wrong inverse CDF fails."""
+    from vecpg.distributions import DiagGaussian
+    from vecpg.sampler import ActionNoise
+
+    steps, envs, dims = 20_000, 4, 3
+    noise = ActionNoise(seed=4, total_envs=envs)
+    standard = DiagGaussian(torch.zeros(envs, dims), torch.zeros(envs, dims), (dims,))
+    samples = torch.stack(
+        [standard.sample(noise.uniform((envs, dims), step=step)) for step in range(steps)]
+    ).double()  # [S, N, A]
+    flat = samples.reshape(-1).sort().values
+    n = flat.numel()
+    empirical = torch.arange(1, n + 1, dtype=torch.float64) / n
+    cdf = torch.special.ndtr(flat)
+    ks = max(float((empirical - cdf).max()), float((cdf - (empirical - 1 / n)).max()))
+    assert ks < 1.95 / n**0.5
+    assert abs(float(samples.mean())) < 4 / n**0.5
+    assert abs(float(samples.var()) - 1.0) < 4 * (2 / n) ** 0.5
+
+    def correlation(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(torch.corrcoef(torch.stack([a.reshape(-1), b.reshape(-1)]))[0, 1])
+
+    bound = 4 / (steps * envs) ** 0.5  # 4 standard errors of one correlation
+    assert abs(correlation(samples[:-1], samples[1:])) < 4 / (n - envs * dims) ** 0.5
+    for env in range(1, envs):
+        assert abs(correlation(samples[:, 0], samples[:, env])) < 4 / (steps * dims) ** 0.5
+    for dim in range(1, dims):
+        assert abs(correlation(samples[..., 0], samples[..., dim])) < bound
