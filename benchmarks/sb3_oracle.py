@@ -2,6 +2,7 @@
 
     python benchmarks/sb3_oracle.py --env LunarLander-v3 --algo a2c --seeds 1 2 3
     python benchmarks/sb3_oracle.py --env Pendulum-v1 --algo a2c --sb3 use_sde=false
+    python benchmarks/sb3_oracle.py --shadow RUN_DIR/checkpoints/step_000001000000.pt
 
 Where a row of benchmarks/QUALITY.md falls short of its published figure, the question is
 whether vecpg's learner or the settings are at fault. This script answers it with a peer:
@@ -11,6 +12,12 @@ preset, :func:`vecpg.run.config.resolve_config`), translates it to SB3's A2C or 
 return of the last 20 training episodes, and the mean return of 20 deterministic
 episodes on env seeds training never used. If SB3 lands where vecpg does, the gap is in
 the published figure or in what the preset can express, not in vecpg's learner.
+
+``--shadow CHECKPOINT`` asks a narrower question of a vecpg A2C run (MLP, Box actions,
+RMSprop): from the checkpoint's weights, optimizer state and normalizer statistics, do
+SB3's updates follow vecpg's over the rollouts vecpg goes on to collect? It prints the
+parameters' relative distance after chosen updates, beside the distance between two SB3
+copies started 1e-7 apart over the same rollouts (how fast rounding alone spreads).
 
 ``--sb3 KEY=VALUE`` sets SB3 constructor arguments on top of the translation (values are
 parsed as JSON, else kept as strings), e.g. ``use_sde=false`` to see what gSDE buys. Each seed appends one JSON line to ``--results``; the table prints at
@@ -22,8 +29,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -201,6 +210,131 @@ def run_seed(env_id: str, algo: str, seed: int, overrides: dict[str, Any]) -> di
     }
 
 
+# vecpg's ActorCritic parameter -> SB3's ActorCriticPolicy parameter (separate 2-layer MLPs)
+SB3_NAMES = {
+    "actor_body.layers.0.weight": "mlp_extractor.policy_net.0.weight",
+    "actor_body.layers.0.bias": "mlp_extractor.policy_net.0.bias",
+    "actor_body.layers.2.weight": "mlp_extractor.policy_net.2.weight",
+    "actor_body.layers.2.bias": "mlp_extractor.policy_net.2.bias",
+    "critic_body.layers.0.weight": "mlp_extractor.value_net.0.weight",
+    "critic_body.layers.0.bias": "mlp_extractor.value_net.0.bias",
+    "critic_body.layers.2.weight": "mlp_extractor.value_net.2.weight",
+    "critic_body.layers.2.bias": "mlp_extractor.value_net.2.bias",
+    "action_head.log_std": "log_std",
+    "action_head.linear.weight": "action_net.weight",
+    "action_head.linear.bias": "action_net.bias",
+    "value_head.weight": "value_net.weight",
+    "value_head.bias": "value_net.bias",
+}
+
+
+def sb3_rollout_from_vecpg(buffer: Any, rollout: Any, gamma: float, episode_start: Any) -> Any:
+    """Fill SB3's (reset) ``rollout`` buffer with vecpg's filled ``buffer`` [T, N], as SB3's
+    ``collect_rollouts`` would have: a truncated step's reward gets ``gamma * V(final
+    obs)`` and ends the episode. Returns the episode starts that follow the last step."""
+    for step in range(buffer.num_steps):
+        terminated = buffer.terminations[step].cpu().numpy().astype(bool)
+        truncated = buffer.truncations[step].cpu().numpy().astype(bool) & ~terminated
+        rewards = buffer.rewards[step].cpu().numpy().copy()
+        rewards[truncated] += gamma * buffer.final_values[step].cpu().numpy()[truncated]
+        rollout.add(
+            buffer.observations[step].cpu().numpy(),
+            buffer.actions[step].cpu().numpy(),
+            rewards,
+            episode_start,
+            buffer.values[step].reshape(-1, 1),
+            buffer.log_probs[step],
+        )
+        episode_start = terminated | truncated
+    rollout.compute_returns_and_advantage(buffer.next_values[-1], episode_start)
+    return episode_start
+
+
+def shadow(checkpoint: Path, report_at: Sequence[int]) -> list[dict[str, float]]:
+    """SB3's A2C and a 1e-7-perturbed copy of it, started from a vecpg A2C checkpoint,
+    updated on the rollouts vecpg collects from there; one row per update in
+    ``report_at``: ``{"update", "vecpg_sb3", "sb3_sb3"}``, the largest relative
+    parameter distance (max |a - b| / max |a| over tensors)."""
+    import numpy as np
+    import torch
+    from stable_baselines3 import A2C
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import configure
+
+    from vecpg.run.config import resolve_config
+    from vecpg.run.trainer import Trainer
+
+    torch.set_num_threads(1)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    saved = state["config"]
+    if saved["algo"] != "a2c" or saved["optimizer"] != "rmsprop":
+        raise ValueError("--shadow needs an A2C checkpoint with the RMSprop optimizer")
+    run_dir = tempfile.mkdtemp(prefix="vecpg-shadow-")
+    values = {key: saved[key] for key in ("env", "env_kwargs", "algo", "preset", "seed")}
+    config = resolve_config(cli_values={**values, "vector": "sync", "run_dir": run_dir})
+    settings, _ = sb3_settings(config)
+    for key in ("n_envs", "total_steps", "normalize"):
+        settings.pop(key)
+    trainer = Trainer(config, run_dir=run_dir)
+    learners = [
+        A2C("MlpPolicy", make_vec_env(config.env, n_envs=1), device="cpu", **settings)
+        for _ in range(2)
+    ]
+    try:
+        trainer.load_state_dict(state)
+        ours = dict(trainer.policy.named_parameters())
+        theirs = [dict(learner.policy.named_parameters()) for learner in learners]
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for name, sb3_name in SB3_NAMES.items():
+                for copy_index, (learner, params) in enumerate(zip(learners, theirs, strict=True)):
+                    value = ours[name].clone()
+                    if copy_index == 1:  # the twin: 1e-7 of each tensor's scale apart
+                        noise = torch.randn(value.shape, generator=generator)
+                        value += noise * 1e-7 * value.abs().max()
+                    params[sb3_name].copy_(value)
+                    optimizer_state = trainer.learner.optimizer.state[ours[name]]
+                    learner.policy.optimizer.state[params[sb3_name]] = {
+                        key: tensor.clone() for key, tensor in optimizer_state.items()
+                    }
+        for learner in learners:
+            learner.set_logger(configure(None, []))
+
+        def distance(a: dict[str, Any], b: dict[str, Any], names: dict[str, str]) -> float:
+            return max(
+                float((a[x] - b[y]).abs().max() / (a[x].abs().max() + 1e-12))
+                for x, y in names.items()
+            )
+
+        same = {name: name for name in SB3_NAMES.values()}
+        rows: list[dict[str, float]] = []
+        starts = [np.ones(config.num_envs, dtype=bool) for _ in learners]
+        trainer.sampler.reset(seed=config.seed + EVAL_SEED_OFFSET)
+        for update in range(1, max(report_at) + 1):
+            trainer.sampler.collect()
+            for index, learner in enumerate(learners):
+                learner.rollout_buffer.reset()
+                starts[index] = sb3_rollout_from_vecpg(
+                    trainer.buffer, learner.rollout_buffer, config.gamma, starts[index]
+                )
+            trainer.learner.update(trainer.buffer)
+            for learner in learners:
+                learner.train()
+            if update in report_at:
+                with torch.no_grad():
+                    rows.append(
+                        {
+                            "update": update,
+                            "vecpg_sb3": distance(ours, theirs[0], SB3_NAMES),
+                            "sb3_sb3": distance(theirs[0], theirs[1], same),
+                        }
+                    )
+        return rows
+    finally:
+        trainer.close()
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def _curve_callback(curve: list[tuple[int, float]]) -> Any:
     """An SB3 callback appending ``(env steps, mean return of the last 20 episodes)`` to
     ``curve`` every CURVE_EVERY steps: the signal vecpg's metrics.csv records as
@@ -261,12 +395,28 @@ def _mean_std(values: list[float]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--env", required=True)
-    parser.add_argument("--algo", required=True, choices=("a2c", "ppo"))
+    parser.add_argument("--env")
+    parser.add_argument("--algo", choices=("a2c", "ppo"))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     parser.add_argument("--sb3", nargs="*", default=[], metavar="KEY=VALUE")
     parser.add_argument("--results", type=Path, default=HERE / "results" / "sb3_oracle.jsonl")
+    parser.add_argument("--shadow", type=Path, metavar="CHECKPOINT")
+    parser.add_argument(
+        "--report-at", nargs="+", type=int, default=[1, 10, 100, 1000], metavar="UPDATE"
+    )
     args = parser.parse_args(argv)
+    if args.shadow is not None:
+        try:
+            rows = shadow(args.shadow, args.report_at)
+        except ValueError as error:
+            parser.error(str(error))
+        print("| update | vecpg vs SB3 | SB3 vs SB3 started 1e-7 apart |")
+        print("| --- | --- | --- |")
+        for row in rows:
+            print(f"| {row['update']} | {row['vecpg_sb3']:.1e} | {row['sb3_sb3']:.1e} |")
+        return 0
+    if args.env is None or args.algo is None:
+        parser.error("--env and --algo are required (or --shadow CHECKPOINT)")
     try:
         overrides = parse_overrides(args.sb3)
     except ValueError as error:

@@ -101,22 +101,7 @@ def test_a_short_run_writes_both_scores(tmp_path, monkeypatch):
     assert all(8 <= mean <= 500 for _, mean in line["curve"])  # CartPole's returns
 
 
-# vecpg's ActorCritic parameter -> SB3's ActorCriticPolicy parameter (separate MLPs)
-SB3_NAMES = {
-    "actor_body.layers.0.weight": "mlp_extractor.policy_net.0.weight",
-    "actor_body.layers.0.bias": "mlp_extractor.policy_net.0.bias",
-    "actor_body.layers.2.weight": "mlp_extractor.policy_net.2.weight",
-    "actor_body.layers.2.bias": "mlp_extractor.policy_net.2.bias",
-    "critic_body.layers.0.weight": "mlp_extractor.value_net.0.weight",
-    "critic_body.layers.0.bias": "mlp_extractor.value_net.0.bias",
-    "critic_body.layers.2.weight": "mlp_extractor.value_net.2.weight",
-    "critic_body.layers.2.bias": "mlp_extractor.value_net.2.bias",
-    "action_head.log_std": "log_std",
-    "action_head.linear.weight": "action_net.weight",
-    "action_head.linear.bias": "action_net.bias",
-    "value_head.weight": "value_net.weight",
-    "value_head.bias": "value_net.bias",
-}
+SB3_NAMES = oracle.SB3_NAMES
 
 
 # Hopper falls within tens of steps under an untrained policy: 40 rollouts of 5 steps see
@@ -145,6 +130,7 @@ def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path, env
     from vecpg.learners.base import buffer_gae
     from vecpg.run.trainer import Trainer
 
+    terminations = truncations = 0
     values = {**HOPPER_A2C, "env_kwargs": env_kwargs, "run_dir": str(tmp_path)}
     config = resolve_config(cli_values=values)
     assert (config.optimizer, config.num_envs, config.normalize_rewards) == ("rmsprop", 1, True)
@@ -160,30 +146,18 @@ def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path, env
     with torch.no_grad():
         for name, sb3_name in SB3_NAMES.items():
             theirs[sb3_name].copy_(ours[name])
-    episode_start, terminations, truncations = np.ones(1, dtype=bool), 0, 0
+    episode_start = np.ones(1, dtype=bool)
     try:
         trainer.sampler.reset(seed=0)
         for _ in range(ROLLOUTS):
             trainer.sampler.collect()
             buffer, rollout = trainer.buffer, sb3.rollout_buffer
             rollout.reset()
-            for step in range(config.num_steps):
-                terminated = buffer.terminations[step].numpy().astype(bool)
-                truncated = buffer.truncations[step].numpy().astype(bool) & ~terminated
-                rewards = buffer.rewards[step].numpy().copy()
-                rewards[truncated] += config.gamma * buffer.final_values[step].numpy()[truncated]
-                rollout.add(
-                    buffer.observations[step].numpy(),
-                    buffer.actions[step].numpy(),
-                    rewards,
-                    episode_start,
-                    buffer.values[step].reshape(-1, 1),
-                    buffer.log_probs[step],
-                )
-                episode_start = terminated | truncated
-                terminations += int(terminated.sum())
-                truncations += int(truncated.sum())
-            rollout.compute_returns_and_advantage(buffer.next_values[-1], episode_start)
+            episode_start = oracle.sb3_rollout_from_vecpg(
+                buffer, rollout, config.gamma, episode_start
+            )
+            terminations += int(buffer.terminations.sum())
+            truncations += int((buffer.truncations & ~buffer.terminations).sum())
             advantages, _ = buffer_gae(buffer, config.gamma, config.gae_lambda)
             np.testing.assert_allclose(rollout.advantages[:, 0], advantages[:, 0], rtol=1e-5)
             with torch.no_grad():  # same distribution: SB3 scores vecpg's actions alike
@@ -252,3 +226,28 @@ def test_sb3s_vec_normalize_sees_what_vecpgs_sampler_stores(tmp_path, env_kwargs
         trainer.close()
         venv.close()
     assert episodes_ended >= 3 and (truncations >= 3 if env_kwargs else truncations == 0)
+
+
+def test_shadow_from_a_checkpoint_reports_sb3_following_vecpgs_updates(tmp_path):
+    """--shadow: SB3 loaded with a vecpg A2C checkpoint (weights, RMSprop state,
+    normalizers) makes vecpg's next updates to rounding, while its 1e-7 twin stays about
+    1e-7 away; the command prints the table."""
+    from vecpg.commands.cli import main as vecpg_main
+
+    run_dir = tmp_path / "run"
+    argv = ["train", "--env", "Hopper-v5", "--algo", "a2c", "--total-steps", "200",
+            "--run-dir", str(run_dir), "--quiet", "--no-tensorboard", "--vector", "sync"]  # fmt: skip
+    assert vecpg_main(argv) == 0
+    (checkpoint,) = sorted((run_dir / "checkpoints").glob("step_*.pt"))[-1:]
+    rows = oracle.shadow(checkpoint, [1, 5])
+    assert [row["update"] for row in rows] == [1, 5]
+    assert all(row["vecpg_sb3"] < 1e-5 for row in rows)
+    assert all(1e-8 < row["sb3_sb3"] < 1e-4 for row in rows)  # the twin really differs
+    ppo_dir = tmp_path / "ppo"
+    argv = ["train", "--env", "Hopper-v5", "--algo", "ppo", "--total-steps", "64",
+            "--num-steps", "64", "--run-dir", str(ppo_dir), "--quiet", "--no-tensorboard",
+            "--vector", "sync"]  # fmt: skip
+    assert vecpg_main(argv) == 0
+    (ppo_checkpoint,) = sorted((ppo_dir / "checkpoints").glob("step_*.pt"))[-1:]
+    with pytest.raises(ValueError, match="A2C checkpoint"):
+        oracle.shadow(ppo_checkpoint, [1])
