@@ -275,12 +275,13 @@ def shadow(checkpoint: Path, report_at: Sequence[int]) -> list[dict[str, float]]
     settings, _ = sb3_settings(config)
     for key in ("n_envs", "total_steps", "normalize"):
         settings.pop(key)
-    trainer = Trainer(config, run_dir=run_dir)
     learners = [
         A2C("MlpPolicy", make_vec_env(config.env, n_envs=1), device="cpu", **settings)
         for _ in range(2)
     ]
+    trainer = None
     try:
+        trainer = Trainer(config, run_dir=run_dir)
         trainer.load_state_dict(state)
         ours = dict(trainer.policy.named_parameters())
         theirs = [dict(learner.policy.named_parameters()) for learner in learners]
@@ -331,7 +332,10 @@ def shadow(checkpoint: Path, report_at: Sequence[int]) -> list[dict[str, float]]
                     )
         return rows
     finally:
-        trainer.close()
+        if trainer is not None:
+            trainer.close()
+        for learner in learners:
+            learner.get_env().close()
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
