@@ -310,6 +310,7 @@ def shadow(checkpoint: Path, report_at: Sequence[int]) -> list[dict[str, float]]
         same = {name: name for name in SB3_NAMES.values()}
         rows: list[dict[str, float]] = []
         starts = [np.ones(config.num_envs, dtype=bool) for _ in learners]
+        # Env seeds the run never used, as for the evaluation: a fresh stretch of rollouts.
         trainer.sampler.reset(seed=config.seed + EVAL_SEED_OFFSET)
         for update in range(1, max(report_at) + 1):
             trainer.sampler.collect()

@@ -101,9 +101,6 @@ def test_a_short_run_writes_both_scores(tmp_path, monkeypatch):
     assert all(8 <= mean <= 500 for _, mean in line["curve"])  # CartPole's returns
 
 
-SB3_NAMES = oracle.SB3_NAMES
-
-
 # Hopper falls within tens of steps under an untrained policy: 40 rollouts of 5 steps see
 # several terminations (bootstrap cut, running return reset, env reset) and no truncation.
 HOPPER_A2C = {"env": "Hopper-v5", "algo": "a2c", "vector": "sync"}
@@ -142,9 +139,9 @@ def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path, env
     trainer = Trainer(config, run_dir=str(tmp_path))
     ours = dict(trainer.policy.named_parameters())
     theirs = dict(sb3.policy.named_parameters())
-    assert sorted(SB3_NAMES.values()) == sorted(theirs)
+    assert sorted(oracle.SB3_NAMES.values()) == sorted(theirs)
     with torch.no_grad():
-        for name, sb3_name in SB3_NAMES.items():
+        for name, sb3_name in oracle.SB3_NAMES.items():
             theirs[sb3_name].copy_(ours[name])
     episode_start = np.ones(1, dtype=bool)
     try:
@@ -169,7 +166,7 @@ def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path, env
             sb3.train()
     finally:
         trainer.close()
-    for name, sb3_name in SB3_NAMES.items():
+    for name, sb3_name in oracle.SB3_NAMES.items():
         torch.testing.assert_close(ours[name], theirs[sb3_name], msg=name, rtol=1e-5, atol=1e-6)
     assert not torch.equal(ours["action_head.log_std"], torch.zeros(3))  # the updates moved it
     assert terminations >= 3 if not env_kwargs else truncations >= 3
@@ -231,7 +228,7 @@ def test_sb3s_vec_normalize_sees_what_vecpgs_sampler_stores(tmp_path, env_kwargs
 def test_shadow_from_a_checkpoint_reports_sb3_following_vecpgs_updates(tmp_path):
     """--shadow: SB3 loaded with a vecpg A2C checkpoint (weights, RMSprop state,
     normalizers) makes vecpg's next updates to rounding, while its 1e-7 twin stays about
-    1e-7 away; the command prints the table."""
+    1e-7 away; a checkpoint of another learner is refused by name."""
     from vecpg.commands.cli import main as vecpg_main
 
     run_dir = tmp_path / "run"
