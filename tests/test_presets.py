@@ -63,6 +63,9 @@ def test_published_settings_land_in_vecpg_terms():
     pendulum = resolve_config(cli_values={"env": "Pendulum-v1", "algo": "a2c"})
     assert pendulum.anneal_lr and pendulum.optimizer == "rmsprop"  # lin_7e-4, use_rms_prop
     assert pendulum.normalize_observations and pendulum.normalize_rewards  # normalize: True
+    hopper = resolve_config(cli_values={"env": "Hopper-v5", "algo": "a2c"})  # pybullet-defaults
+    assert (hopper.num_envs, hopper.num_steps, hopper.vf_coef) == (4, 8, 0.8)
+    assert hopper.use_sde and hopper.learning_rate == 9.6e-4 and hopper.anneal_lr
 
 
 def test_preset_none_gives_the_plain_defaults():
