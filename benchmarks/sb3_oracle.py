@@ -261,7 +261,7 @@ def shadow(checkpoint: Path, report_at: Sequence[int]) -> list[dict[str, float]]
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.logger import configure
 
-    from vecpg.run.config import resolve_config
+    from vecpg.run.resume import resume_config
     from vecpg.run.trainer import Trainer
 
     torch.set_num_threads(1)
@@ -269,9 +269,12 @@ def shadow(checkpoint: Path, report_at: Sequence[int]) -> list[dict[str, float]]
     saved = state["config"]
     if saved["algo"] != "a2c" or saved["optimizer"] != "rmsprop":
         raise ValueError("--shadow needs an A2C checkpoint with the RMSprop optimizer")
+    # SB3's parameters and RMSprop state take vecpg's one for one only for a plain Gaussian
+    # (gSDE's exploration matrix has another shape), and the comparison steps one env.
+    if saved["num_envs"] != 1 or saved["use_sde"]:
+        raise ValueError("--shadow needs a one-env A2C checkpoint without use_sde")
     run_dir = tempfile.mkdtemp(prefix="vecpg-shadow-")
-    values = {key: saved[key] for key in ("env", "env_kwargs", "algo", "preset", "seed")}
-    config = resolve_config(cli_values={**values, "vector": "sync", "run_dir": run_dir})
+    config = resume_config(saved, {"vector": "sync", "run_dir": run_dir})
     settings, _ = sb3_settings(config)
     for key in ("n_envs", "total_steps", "normalize"):
         settings.pop(key)

@@ -7,12 +7,14 @@ import json
 import math
 
 import pytest
+import yaml
 
 pytest.importorskip("stable_baselines3")
 torch = pytest.importorskip("torch")
 
 from tests.benchmark_scripts import load_benchmark  # noqa: E402
 from vecpg.run.config import resolve_config  # noqa: E402
+from vecpg.run.presets import SB3_A2C  # noqa: E402
 
 oracle = load_benchmark("sb3_oracle")
 
@@ -103,7 +105,18 @@ def test_a_short_run_writes_both_scores(tmp_path, monkeypatch):
 
 # Hopper falls within tens of steps under an untrained policy: 40 rollouts of 5 steps see
 # several terminations (bootstrap cut, running return reset, env reset) and no truncation.
-HOPPER_A2C = {"env": "Hopper-v5", "algo": "a2c", "vector": "sync"}
+# SB3's A2C defaults with VecNormalize on one env (rl-zoo's MuJoCo A2C entries): the
+# settings SB3 and vecpg translate one for one (no gSDE).
+HOPPER_A2C = {
+    "env": "Hopper-v5",
+    "algo": "a2c",
+    "vector": "sync",
+    "preset": "none",
+    **SB3_A2C,
+    "num_envs": 1,
+    "normalize_observations": True,
+    "normalize_rewards": True,
+}
 ROLLOUTS = 40
 # A 12-step time limit truncates most of those episodes: the bootstrap from V(final obs).
 TIME_LIMITED = {"max_episode_steps": 12}
@@ -113,7 +126,7 @@ TIME_LIMITED = {"max_episode_steps": 12}
 def test_sb3_with_the_translated_settings_makes_vecpgs_a2c_updates(tmp_path, env_kwargs):
     """The oracle compares learners only if SB3, given the translation, learns as vecpg
     does. From the same weights over the same Hopper rollouts (vecpg's, normalized as its
-    policy saw them), ROLLOUTS consecutive updates of the MuJoCo A2C preset (GAE with
+    policy saw them), ROLLOUTS consecutive updates with HOPPER_A2C's settings (GAE with
     lambda 1 across terminations, RMSprop's running state, gradient clipping, a
     state-independent Gaussian, vecpg's 0.5*MSE at vf_coef 1 against SB3's MSE at 0.5) end
     at the same parameters. Under a time limit, SB3's own treatment of a truncation (its
@@ -228,12 +241,16 @@ def test_sb3s_vec_normalize_sees_what_vecpgs_sampler_stores(tmp_path, env_kwargs
 def test_shadow_from_a_checkpoint_reports_sb3_following_vecpgs_updates(tmp_path):
     """--shadow: SB3 loaded with a vecpg A2C checkpoint (weights, RMSprop state,
     normalizers) makes vecpg's next updates to rounding, while its 1e-7 twin stays about
-    1e-7 away; a checkpoint of another learner is refused by name."""
+    1e-7 away; a checkpoint of another learner, or of settings SB3 cannot take one for
+    one, is refused by name."""
     from vecpg.commands.cli import main as vecpg_main
 
     run_dir = tmp_path / "run"
-    argv = ["train", "--env", "Hopper-v5", "--algo", "a2c", "--total-steps", "200",
-            "--run-dir", str(run_dir), "--quiet", "--no-tensorboard", "--vector", "sync"]  # fmt: skip
+    config = {**HOPPER_A2C, "total_steps": 200}
+    config_file = tmp_path / "hopper.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    argv = ["train", "--config", str(config_file), "--run-dir", str(run_dir), "--quiet",
+            "--no-tensorboard"]  # fmt: skip
     assert vecpg_main(argv) == 0
     (checkpoint,) = sorted((run_dir / "checkpoints").glob("step_*.pt"))[-1:]
     rows = oracle.shadow(checkpoint, [1, 5])
@@ -248,3 +265,10 @@ def test_shadow_from_a_checkpoint_reports_sb3_following_vecpgs_updates(tmp_path)
     (ppo_checkpoint,) = sorted((ppo_dir / "checkpoints").glob("step_*.pt"))[-1:]
     with pytest.raises(ValueError, match="A2C checkpoint"):
         oracle.shadow(ppo_checkpoint, [1])
+    preset_dir = tmp_path / "preset"  # the MuJoCo A2C preset: 4 envs and gSDE
+    argv = ["train", "--env", "Hopper-v5", "--algo", "a2c", "--total-steps", "32",
+            "--run-dir", str(preset_dir), "--quiet", "--no-tensorboard", "--vector", "sync"]  # fmt: skip
+    assert vecpg_main(argv) == 0
+    (preset_checkpoint,) = sorted((preset_dir / "checkpoints").glob("step_*.pt"))[-1:]
+    with pytest.raises(ValueError, match="one-env A2C checkpoint without use_sde"):
+        oracle.shadow(preset_checkpoint, [1])

@@ -91,7 +91,7 @@ _ZOO_A2C = "rl-zoo hyperparams/a2c.yml @ c6c209e7"
 _CLEANRL_CONTINUOUS = "CleanRL cleanrl/ppo_continuous_action.py"
 
 # SB3's A2C defaults, as vecpg options (vf_coef 0.5 in SB3 = 1.0 here).
-_SB3_A2C = {
+SB3_A2C = {
     "num_steps": 5,
     "learning_rate": 7e-4,
     "anneal_lr": False,
@@ -108,7 +108,7 @@ _SB3_A2C = {
 # rl-zoo's tuned A2C for continuous control (Pendulum, LunarLanderContinuous,
 # BipedalWalker, the Bullet envs): SB3 A2C with these changes.
 _ZOO_A2C_CONTINUOUS = {
-    **_SB3_A2C,
+    **SB3_A2C,
     "normalize_observations": True,
     "normalize_rewards": True,
     "num_steps": 8,
@@ -162,7 +162,7 @@ CLASSIC_CONTROL = Family(
             ),
             "a2c": Preset(
                 {
-                    **_SB3_A2C,
+                    **SB3_A2C,
                     "total_steps": 500_000,
                     "num_envs": 16,
                     "normalize_observations": True,
@@ -192,7 +192,7 @@ CLASSIC_CONTROL = Family(
             ),
             "a2c": Preset(
                 {
-                    **_SB3_A2C,
+                    **SB3_A2C,
                     "total_steps": 1_000_000,
                     "num_envs": 16,
                     "normalize_observations": True,
@@ -257,7 +257,7 @@ CLASSIC_CONTINUOUS = Family(
             ),
             "a2c": Preset(
                 {
-                    **_SB3_A2C,
+                    **SB3_A2C,
                     "total_steps": 100_000,
                     "normalize_observations": True,
                     "normalize_rewards": True,
@@ -299,7 +299,7 @@ BOX2D = Family(
             "ppo": Preset(_ZOO_LUNAR_PPO, f"{_ZOO_PPO} LunarLander-v2"),
             "a2c": Preset(
                 {
-                    **_SB3_A2C,
+                    **SB3_A2C,
                     "total_steps": 200_000,
                     "num_envs": 8,
                     "gamma": 0.995,
