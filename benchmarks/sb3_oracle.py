@@ -15,10 +15,11 @@ the published figure or in what the preset can express, not in vecpg's learner.
 
 ``--shadow CHECKPOINT`` asks a narrower question of a vecpg A2C run (MLP, Box actions,
 RMSprop, one env, a plain Gaussian: the settings whose parameters and optimizer state
-SB3 takes one for one): from the checkpoint's weights, optimizer state and normalizer statistics, do
-SB3's updates follow vecpg's over the rollouts vecpg goes on to collect? It prints the
-parameters' relative distance after chosen updates, beside the distance between two SB3
-copies started 1e-7 apart over the same rollouts (how fast rounding alone spreads).
+SB3 takes one for one): from the checkpoint's weights, optimizer state and normalizer
+statistics, do SB3's updates follow vecpg's over the rollouts vecpg goes on to collect?
+It prints the parameters' relative distance after chosen updates, beside the distance
+between two SB3 copies started 1e-7 apart over the same rollouts (how fast rounding
+alone spreads).
 
 ``--sb3 KEY=VALUE`` sets SB3 constructor arguments on top of the translation (values are
 parsed as JSON, else kept as strings), e.g. ``use_sde=false`` to see what gSDE buys. Each seed appends one JSON line to ``--results``; the table prints at

@@ -378,10 +378,9 @@ MUJOCO = Family(
             _CLEANRL_CONTINUOUS,
         ),
         # rl-zoo's MuJoCo entries (mujoco-defaults: SB3's A2C with one env and VecNormalize)
-        # are untuned: their final policies swing by a thousand from seed to seed
-        # (benchmarks/QUALITY.md). Its tuned continuous-control settings, written for the
-        # PyBullet ports of these robots, are used instead, at the MuJoCo entries' budget
-        # and without the TimeFeatureWrapper (vecpg bootstraps truncated episodes).
+        # are not marked tuned, and their final policies swing by a thousand from seed to
+        # seed (benchmarks/QUALITY.md). Its tuned settings for the PyBullet ports of these
+        # robots are used instead, at the MuJoCo entries' budget (PyBullet's is 2M).
         "a2c": Preset(
             {
                 **_ZOO_A2C_CONTINUOUS,
