@@ -238,20 +238,23 @@ def _run_segment(
     return returncode, stderr
 
 
-def run_cell(env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float) -> dict[str, Any]:
+def run_cell(
+    env: str, algo: str, seed: int, runs_dir: Path, timeout_s: float, *, fresh: bool = False
+) -> dict[str, Any]:
     """Train one (env, algo, seed) in a fresh process; the result line for the file.
 
     A cell cut short earlier (the harness was killed: a MuJoCo A2C cell takes about an
     hour on two cores) continues from its latest checkpoint with ``vecpg train --resume``;
-    one without a checkpoint starts over. A failed resume is reported like a failed run
-    and its run dir kept (it may be another harness's running cell, or worth a look). The
-    cell's wall time is the sum of its processes' (``<run_dir>/quality_segments.json``).
+    one without a checkpoint, or any with ``fresh`` (``--rerun`` of a finished cell),
+    starts over. A failed resume is reported like a failed run and its run dir kept (it
+    may be another harness's running cell, or worth a look). The cell's wall time is the
+    sum of its processes' (``<run_dir>/quality_segments.json``).
     """
     runs_dir = runs_dir.resolve()  # the child runs inside it: a relative run dir would nest
     run_dir = runs_dir / f"{env}__{algo}__{seed}"
     environment = versions()  # of the code that runs, before a checkout can move on
     command = train_command(env, algo, seed, run_dir)
-    checkpoints = list_checkpoints(run_dir)
+    checkpoints = [] if fresh else list_checkpoints(run_dir)
     resumed_from = checkpoints[-1] if checkpoints else None
     if resumed_from is not None:
         returncode, stderr = _run_segment(resume_command(run_dir), run_dir, runs_dir, timeout_s)
@@ -489,7 +492,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     if done and not args.rerun:
                         continue
-                    result = run_cell(env, algo, seed, args.runs_dir, args.timeout)
+                    # a rerun of a finished cell trains anew; its checkpoint is at the end
+                    result = run_cell(env, algo, seed, args.runs_dir, args.timeout, fresh=done)
                     append_result(args.results, result)
                     print(
                         f"{env} {algo} seed {seed}: final {result['final_return']:.1f}, "

@@ -82,16 +82,19 @@ def test_finished_cells_are_skipped_and_new_ones_appended(tmp_path, monkeypatch)
     )  # fmt: skip
     ran = []
 
-    def fake_run_cell(env, algo, seed, runs_dir, timeout_s):
-        ran.append((env, algo, seed))
+    def fake_run_cell(env, algo, seed, runs_dir, timeout_s, fresh):
+        ran.append((env, algo, seed, fresh))
         return cell(env, algo, seed, 480.0)
 
     monkeypatch.setattr(quality, "run_cell", fake_run_cell)
     arguments = ["--envs", "CartPole-v1", "--algos", "ppo", "--seeds", "1", "2"]
     assert quality.main([*arguments, "--results", str(results), "--runs-dir", str(tmp_path)]) == 0
-    assert ran == [("CartPole-v1", "ppo", 2)]  # seed 1 was already in the file
+    assert ran == [("CartPole-v1", "ppo", 2, False)]  # seed 1 was already in the file
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert [line.get("seed") for line in lines] == [None, 1, 2]
+    ran.clear()
+    assert quality.main([*arguments, "--rerun", "--results", str(results)]) == 0
+    assert ran == [("CartPole-v1", "ppo", 1, True), ("CartPole-v1", "ppo", 2, True)]
 
 
 def test_train_command_sets_no_hyperparameter():
@@ -186,6 +189,25 @@ def test_a_cell_without_a_checkpoint_starts_over(tmp_path, monkeypatch):
     assert [command[4] for command in calls] == ["--env"]  # a fresh train, not --resume
     assert result["resumed_from_step"] is None
     assert not (run_dir / "metrics.csv").exists()  # the old run's files were removed first
+
+
+def test_a_rerun_of_a_finished_cell_trains_anew_over_its_final_checkpoint(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_segment(command, run_dir, cwd, timeout_s):
+        calls.append(command)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return 0, ""
+
+    monkeypatch.setattr(quality, "_run_segment", fake_segment)
+    monkeypatch.setattr(quality, "deterministic_return", lambda path, timeout: math.nan)
+    run_dir = tmp_path / "CartPole-v1__ppo__1"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step_000000100096.pt").write_bytes(b"")
+    result = quality.run_cell("CartPole-v1", "ppo", 1, tmp_path, timeout_s=300, fresh=True)
+    assert [command[4] for command in calls] == ["--env"]  # not --resume of the finished run
+    assert result["resumed_from_step"] is None
+    assert not (run_dir / "checkpoints").exists()
 
 
 def test_a_failed_resume_is_reported_and_its_run_dir_kept(tmp_path, monkeypatch):
