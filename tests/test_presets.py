@@ -66,9 +66,6 @@ def test_published_settings_land_in_vecpg_terms():
     hopper = resolve_config(cli_values={"env": "Hopper-v5", "algo": "a2c"})  # pybullet-defaults
     assert (hopper.num_envs, hopper.num_steps, hopper.vf_coef) == (4, 8, 0.8)
     assert hopper.use_sde and hopper.learning_rate == 9.6e-4 and hopper.anneal_lr
-    cheetah_a2c = resolve_config(cli_values={"env": "HalfCheetah-v5", "algo": "a2c"})
-    assert (cheetah_a2c.num_envs, cheetah_a2c.num_steps) == (8, 8)  # its own env preset
-    assert cheetah_a2c.use_sde and cheetah_a2c.preset == "mujoco"
 
 
 def test_preset_none_gives_the_plain_defaults():

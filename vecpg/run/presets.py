@@ -392,12 +392,6 @@ MUJOCO = Family(
         ),
     },
     env_presets={
-        # Twice the envs, so each update averages 64 steps instead of 32: on HalfCheetah the
-        # 4-env runs settle on gaits worth 1,400 to 3,400, the 8-env runs on faster ones
-        # (benchmarks/QUALITY.md).
-        "HalfCheetah-v*": {
-            "a2c": Preset({"num_envs": 8}, "8 envs: vecpg's measurement (benchmarks/QUALITY.md)"),
-        },
         "Humanoid-v*": {
             "a2c": Preset({"total_steps": 2_000_000}, f"{_ZOO_A2C} Humanoid-v4"),
         },
