@@ -172,7 +172,16 @@ def test_a_cell_cut_short_resumes_from_its_checkpoint_and_sums_its_wall_time(tmp
     assert steps == sorted(steps) and len(set(steps)) == len(steps)  # one continuous log
 
 
-def test_a_cell_without_a_checkpoint_starts_over(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "left_behind, fresh",
+    [
+        ("metrics.csv", False),  # a cell cut short before its first checkpoint
+        ("checkpoints/step_000000100096.pt", True),  # --rerun of a finished cell
+    ],
+)
+def test_a_cell_starts_over_without_a_checkpoint_or_when_rerun(
+    tmp_path, monkeypatch, left_behind, fresh
+):
     calls = []
 
     def fake_segment(command, run_dir, cwd, timeout_s):
@@ -184,30 +193,11 @@ def test_a_cell_without_a_checkpoint_starts_over(tmp_path, monkeypatch):
     monkeypatch.setattr(quality, "deterministic_return", lambda path, timeout: math.nan)
     run_dir = tmp_path / "CartPole-v1__ppo__1"
     (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "metrics.csv").write_text("global_step\n")
-    result = quality.run_cell("CartPole-v1", "ppo", 1, tmp_path, timeout_s=300)
+    (run_dir / left_behind).write_text("global_step\n")
+    result = quality.run_cell("CartPole-v1", "ppo", 1, tmp_path, timeout_s=300, fresh=fresh)
     assert [command[4] for command in calls] == ["--env"]  # a fresh train, not --resume
     assert result["resumed_from_step"] is None
-    assert not (run_dir / "metrics.csv").exists()  # the old run's files were removed first
-
-
-def test_a_rerun_of_a_finished_cell_trains_anew_over_its_final_checkpoint(tmp_path, monkeypatch):
-    calls = []
-
-    def fake_segment(command, run_dir, cwd, timeout_s):
-        calls.append(command)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return 0, ""
-
-    monkeypatch.setattr(quality, "_run_segment", fake_segment)
-    monkeypatch.setattr(quality, "deterministic_return", lambda path, timeout: math.nan)
-    run_dir = tmp_path / "CartPole-v1__ppo__1"
-    (run_dir / "checkpoints").mkdir(parents=True)
-    (run_dir / "checkpoints" / "step_000000100096.pt").write_bytes(b"")
-    result = quality.run_cell("CartPole-v1", "ppo", 1, tmp_path, timeout_s=300, fresh=True)
-    assert [command[4] for command in calls] == ["--env"]  # not --resume of the finished run
-    assert result["resumed_from_step"] is None
-    assert not (run_dir / "checkpoints").exists()
+    assert not (run_dir / left_behind).exists()  # the old run's files were removed first
 
 
 def test_a_failed_resume_is_reported_and_its_run_dir_kept(tmp_path, monkeypatch):
