@@ -442,6 +442,9 @@ def run_one(
             loop_steps_per_s=last["sps"],  # steps since train() began / time since then
             episode_return_mean=last["episode_return_mean"],
         )
+        # metrics.csv has no row at train()'s start: back it out of the last row's rate.
+        if last["sps"] > 0:
+            result["start_s"] = last["time_s"] - last["global_step"] / last["sps"]
     else:
         parsed = parse_result_line(child["stdout"])
         if parsed is None:
@@ -458,6 +461,7 @@ def run_one(
             loop_steps_per_s=parsed["global_step"] / loop_s if loop_s > 0 else None,
             episode_return_mean=parsed["episode_return_mean"],
             torch_threads=parsed["torch_threads"],
+            start_s=parsed["learn_start_s"],
         )
     result["process_steps_per_s"] = result["global_step"] / result["end_s"]
     return result
@@ -481,6 +485,7 @@ def summarize_solve(runs: list[dict[str, Any]], tools: Sequence[str]) -> dict[st
             "median_steps": median_or_none(steps),
             "median_steps_per_s_to_solve": statistics.median(rates) if rates else None,
             "median_loop_steps_per_s": median_or_none([run.get("loop_steps_per_s") for run in ok]),
+            "median_start_s": median_or_none([run.get("start_s") for run in ok]),
             "median_exit_s": median_or_none(exits + [None] * (len(mine) - len(ok))),
             "times_s": times,
         }
@@ -595,7 +600,7 @@ def print_report(report: dict[str, Any]) -> None:
             f"{solve['target']:g}), whole process, median of seeds {solve['seeds']}"
         )
         print(
-            f"{'tool':<14} {'solved':>6} {'time s':>7} {'steps':>8} {'steps/s':>8} "
+            f"{'tool':<14} {'solved':>6} {'time s':>7} {'start s':>7} {'steps':>8} {'steps/s':>8} "
             f"{'loop st/s':>9} {'x SB3 time':>10} {'x SB3 steps':>11} {'exit s':>7} "
             f"{'x SB3 exit':>10}  per-seed s"
         )
@@ -603,6 +608,7 @@ def print_report(report: dict[str, Any]) -> None:
             seeds = " ".join(_fmt(t, ".2f") for t in row["times_s"])
             print(
                 f"{tool:<14} {row['solved']:>3}/{row['runs']:<2} {_fmt(row['median_time_s'], '.2f'):>7} "
+                f"{_fmt(row.get('median_start_s'), '.2f'):>7} "
                 f"{_fmt(row['median_steps'], ',.0f'):>8} {_fmt(row['median_steps_per_s_to_solve'], ',.0f'):>8} "
                 f"{_fmt(row['median_loop_steps_per_s'], ',.0f'):>9} "
                 f"{_fmt(row.get('time_ratio_vs_sb3'), '.2f'):>10} "

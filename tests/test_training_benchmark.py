@@ -92,6 +92,7 @@ def _run(tool, seed, time_s, steps, error=None):
         "solve_time_s": time_s if solved else None, "solve_step": steps if solved else None,
         "loop_steps_per_s": 1000.0, "process_steps_per_s": 500.0,
         "exit_s": (time_s or 50.0) + (0.5 if tool.startswith("vecpg") else 2.0),
+        "start_s": 0.5 * seed,
     }  # fmt: skip
 
 
@@ -112,6 +113,8 @@ def test_solve_summary_medians_ratios_and_targets():
     assert ppo["time_ratio_vs_sb3"] == pytest.approx(0.6)
     assert ppo["median_steps"] == 40_000 and sb3_ppo["median_steps"] == 30_000
     assert ppo["times_s"] == [2.0, 3.0, None]
+    # start-up is a property of every run that trained, solved or not
+    assert ppo["median_start_s"] == 1.0 and a2c["median_start_s"] == 0.5
     # to the process's exit: solved runs' exit times, an unsolved run as +infinity
     assert ppo["median_exit_s"] == 3.5 and sb3_ppo["median_exit_s"] == 7.0
     assert ppo["exit_ratio_vs_sb3"] == pytest.approx(0.5)
@@ -218,6 +221,7 @@ def test_tiny_end_to_end_run_writes_json_and_table(tmp_path, capsys):
     for run in runs:
         assert run["error"] is None, run
         assert run["solved"] and run["solve_time_s"] > 0 and run["solve_step"] > 0
+        assert 0 < run["start_s"] < run["solve_time_s"]
     assert (tmp_path / "r" / "vecpg-ppo__CartPole-v1__1" / "metrics.csv").is_file()
     printed = capsys.readouterr().out
     assert "time to solve CartPole-v1" in printed and "vecpg-ppo" in printed
