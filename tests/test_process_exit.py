@@ -5,6 +5,7 @@ keep the exit status."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -39,6 +40,24 @@ def test_exit_waits_for_threads_runs_atexit_flushes_and_keeps_the_status():
     assert lines[2] == "atexit ran"  # after the threads, as the interpreter orders them
 
 
+IDLE_EXECUTOR_SNIPPET = """
+from concurrent.futures import ThreadPoolExecutor
+from vecpg.commands.process_exit import exit_without_teardown
+
+# What torch.compile leaves behind: a pool whose workers idle on their queue, never shut
+# down; the interpreter stops them through threading's exit hooks before joining threads.
+pool = ThreadPoolExecutor(max_workers=2)
+print("task result", pool.submit(sum, range(10)).result())
+exit_without_teardown(0)
+"""
+
+
+def test_exit_stops_an_idle_thread_pool_that_was_never_shut_down():
+    result = run_python(IDLE_EXECUTOR_SNIPPET, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["task result 45"]
+
+
 def test_python_m_vecpg_ends_with_complete_output_and_files(tmp_path: Path):
     run_dir = tmp_path / "run"
     result = subprocess.run(
@@ -57,6 +76,20 @@ def test_python_m_vecpg_ends_with_complete_output_and_files(tmp_path: Path):
     )  # fmt: skip
     assert evaluation.returncode == 0, evaluation.stderr
     assert json.loads(evaluation.stdout)["deterministic"]["episodes"] == 2
+
+
+def test_train_with_compile_exits_once_done(tmp_path: Path):
+    """Compiling leaves torch's thread pool of compile jobs running; the command must
+    still end. An empty inductor cache makes it compile (a cached graph needs no pool)."""
+    environment = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    result = subprocess.run(
+        [sys.executable, "-m", "vecpg", "train", "--env", "Pendulum-v1", "--total-steps", "256",
+         "--num-envs", "2", "--num-steps", "64", "--vector", "sync", "--compile", "--quiet",
+         "--no-tensorboard", "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120, env=environment,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "256 steps" in result.stdout
 
 
 def test_under_a_profiler_the_process_exits_normally_so_the_profile_is_written(tmp_path: Path):

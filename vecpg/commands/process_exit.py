@@ -8,7 +8,10 @@ its files are closed by the command itself (metrics, checkpoints, TensorBoard), 
 workers reaped and its shared memory unlinked. So the console entry point does what the
 interpreter's own shutdown does first, in the same order, then leaves:
 
-1. wait for the threads that are not daemons (as the interpreter does);
+1. run threading's exit hooks, then wait for the threads that are not daemons (the
+   interpreter's ``threading._shutdown``). The hooks stop thread pools that were never
+   shut down (``concurrent.futures``: ``torch.compile`` leaves one), whose idle workers
+   a plain join would wait on forever;
 2. run the ``atexit`` callbacks (logging's flush, multiprocessing's child cleanup,
    ``ray.shutdown``);
 3. stop and reap multiprocessing's helper processes, the forkserver and the resource
@@ -37,9 +40,8 @@ def exit_without_teardown(status: int) -> NoReturn:
     """Finish the interpreter's shutdown work that matters, then end with ``status``."""
     if sys.getprofile() is not None or sys.gettrace() is not None:
         sys.exit(status)  # cProfile, pdb and the like finish after the program returns
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    # What CPython calls first on exit (private; in every Python vecpg supports).
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     _stop_multiprocessing_helpers()
     for stream in (sys.stdout, sys.stderr):
