@@ -156,8 +156,9 @@ class Learner:
         """``torch.compile(function)`` with ``config.compile``, else ``function`` itself.
 
         Learners compile their loss (policy forward and loss terms; autograd then runs the
-        compiled backward graph). Compiling takes seconds to minutes on the first update,
-        so it pays on long runs and GPUs, not on a CartPole solve.
+        compiled backward graph). Compiling takes seconds to minutes on the first update;
+        it pays where an update runs many gradient steps over a long run (PPO on MuJoCo),
+        not on CartPole or A2C's single step (benchmarks/compile.py, TRAINING.md).
         """
         if not self.config.compile:
             return function
