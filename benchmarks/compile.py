@@ -206,10 +206,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit("--updates must be >= 2 and --repeats >= 1")
     with tempfile.TemporaryDirectory(prefix="vecpg_compile_") as work:
         report = run_benchmark(args, Path(work))
-    print_summary(report)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
+    print_summary(report)
     print(f"wrote {out}")
     return 0
 
