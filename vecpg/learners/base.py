@@ -8,6 +8,7 @@ Learners subclass :class:`Learner` directly (one level of inheritance) and imple
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
@@ -16,6 +17,7 @@ import torch
 
 from vecpg.advantages import gae
 from vecpg.buffer import RolloutBuffer
+from vecpg.errors import ConfigError
 from vecpg.policies import ActorCritic
 
 P = ParamSpec("P")
@@ -162,7 +164,22 @@ class Learner:
         """
         if not self.config.compile:
             return function
-        return torch.compile(function)
+        compiled = torch.compile(function)
+
+        @functools.wraps(function)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return compiled(*args, **kwargs)
+            except torch._dynamo.exc.BackendCompilerFailed as error:
+                # The backend, not the loss, failed (on the CPU, inductor needs a working
+                # C++ compiler): a user's setup problem, said in one line.
+                reason = str(error).strip().splitlines()[0]
+                raise ConfigError(
+                    f"--compile: torch.compile could not build the loss ({reason}); "
+                    "install a C++ compiler (g++) for inductor, or train without --compile"
+                ) from None
+
+        return run
 
     def set_progress(self, fraction: float) -> None:
         """Tell the learner how much of training is done (0..1); drives LR annealing."""
