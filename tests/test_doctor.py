@@ -26,6 +26,19 @@ def test_doctor_passes_on_this_machine(capsys):
     assert elapsed < 60
 
 
+def test_report_says_whether_compile_has_a_cpp_compiler(monkeypatch, tmp_path):
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-g++"))
+    assert doctor.cpp_compiler_line().endswith(
+        "not found: --compile fails on the CPU (install g++ or set CXX)"
+    )
+    compiler = tmp_path / "g++"
+    compiler.write_text("#!/bin/sh\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CXX", str(compiler))
+    assert doctor.cpp_compiler_line() == f"{compiler} (--compile can build CPU kernels)"
+    assert ("c++ compiler", doctor.cpp_compiler_line()) in doctor.report_lines()
+
+
 def test_skip_learning(capsys):
     assert main(["doctor", "--skip-learning"]) == 0
     out = capsys.readouterr().out

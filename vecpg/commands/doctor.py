@@ -1,6 +1,7 @@
 """``vecpg doctor``: a self-check a new user runs first.
 
-Reports the versions, usable CPU cores, CUDA and /dev/shm space, then runs two checks,
+Reports the versions, usable CPU cores, CUDA, /dev/shm space and the C++ compiler that
+``--compile`` needs on the CPU, then runs two checks,
 each printed as one PASS/FAIL line:
 
 1. the vector env: vecpg's :class:`~vecpg.vector.env.SubprocVectorEnv` gives exactly the
@@ -65,6 +66,16 @@ def _gib(size: float) -> str:
     return f"{size / 2**30:.1f} GiB"
 
 
+def cpp_compiler_line() -> str:
+    """Whether ``--compile`` can build CPU kernels: inductor compiles them with ``$CXX``
+    (default ``g++``), so a missing compiler fails the first update of a compiled run."""
+    name = os.environ.get("CXX", "g++")
+    path = shutil.which(name)
+    if path is None:
+        return f"{name} not found: --compile fails on the CPU (install g++ or set CXX)"
+    return f"{path} (--compile can build CPU kernels)"
+
+
 def report_lines() -> list[tuple[str, str]]:
     """(name, value) pairs describing this machine."""
     import numpy
@@ -95,6 +106,7 @@ def report_lines() -> list[tuple[str, str]]:
             " (low: many or large envs may fail; enlarge it)" if usage.free < LOW_SHM_BYTES else ""
         )
         lines.append(("/dev/shm", f"{_gib(usage.free)} free of {_gib(usage.total)}{note}"))
+    lines.append(("c++ compiler", cpp_compiler_line()))
     extras = {"tensorboard": "tb", "matplotlib": "plot", "yaml": "yaml", "ray": "ray"}
     installed = []
     for module, extra in extras.items():
