@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def run_python(code: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
@@ -12,3 +14,20 @@ def run_python(code: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
     )
+
+
+def train_compiled(tmp_path: Path, **environment: str) -> subprocess.CompletedProcess:
+    """``vecpg train --compile`` for 256 Pendulum steps in a new process, with ``environment``
+    added to its variables and an empty inductor cache: it compiles for real (a cached
+    graph needs neither torch's compile threads nor a C++ compiler)."""
+    variables = {
+        **os.environ,
+        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
+        **environment,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "vecpg", "train", "--env", "Pendulum-v1", "--total-steps", "256",
+         "--num-envs", "2", "--num-steps", "64", "--vector", "sync", "--compile", "--quiet",
+         "--no-tensorboard", "--run-dir", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=180, env=variables,
+    )  # fmt: skip

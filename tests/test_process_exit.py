@@ -5,14 +5,13 @@ keep the exit status."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.fresh_python import run_python
+from tests.fresh_python import run_python, train_compiled
 
 SNIPPET = """
 import atexit, threading
@@ -80,14 +79,8 @@ def test_python_m_vecpg_ends_with_complete_output_and_files(tmp_path: Path):
 
 def test_train_with_compile_exits_once_done(tmp_path: Path):
     """Compiling leaves torch's thread pool of compile jobs running; the command must
-    still end. An empty inductor cache makes it compile (a cached graph needs no pool)."""
-    environment = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
-    result = subprocess.run(
-        [sys.executable, "-m", "vecpg", "train", "--env", "Pendulum-v1", "--total-steps", "256",
-         "--num-envs", "2", "--num-steps", "64", "--vector", "sync", "--compile", "--quiet",
-         "--no-tensorboard", "--run-dir", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=120, env=environment,
-    )  # fmt: skip
+    still end."""
+    result = train_compiled(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "256 steps" in result.stdout
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 
@@ -11,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from tests.fresh_python import train_compiled
 from vecpg.commands.cli import main
 from vecpg.run.metrics import WALL_CLOCK_COLUMNS
 
@@ -106,19 +106,8 @@ def test_user_error_from_a_fresh_process_has_no_traceback():
 
 
 def test_compile_without_a_cpp_compiler_is_a_one_line_error(tmp_path):
-    """Inductor needs a C++ compiler on the CPU; without one, --compile says so in one line.
-    An empty inductor cache makes it compile (cached kernels need no compiler)."""
-    environment = {
-        **os.environ,
-        "CXX": str(tmp_path / "no-such-g++"),
-        "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor"),
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "vecpg", "train", "--env", "Pendulum-v1", "--total-steps", "256",
-         "--num-envs", "2", "--num-steps", "64", "--vector", "sync", "--compile", "--quiet",
-         "--no-tensorboard", "--run-dir", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=180, env=environment,
-    )  # fmt: skip
+    """Inductor needs a C++ compiler on the CPU; without one, --compile says so in one line."""
+    result = train_compiled(tmp_path, CXX=str(tmp_path / "no-such-g++"))
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("vecpg: error: --compile: torch.compile could not build")
     assert "C++ compiler" in result.stderr
