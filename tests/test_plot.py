@@ -67,27 +67,33 @@ def test_single_panel(tmp_path):
     assert width < 1.6 * height
 
 
-def test_labels_and_legend_text(tmp_path):
+def plot_and_inspect(monkeypatch, runs, out, inspect):
+    """``plot_runs(runs, out)``, calling ``inspect(figure)`` just before the figure is saved."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot
 
-    runs = [write_run(tmp_path / f"seed{i}" / "run", synthetic(1.0)) for i in (1, 2)]
-    captured = {}
     original = pyplot.Figure.savefig
 
     def spy(figure, *args, **kwargs):
+        inspect(figure)
+        return original(figure, *args, **kwargs)
+
+    monkeypatch.setattr(pyplot.Figure, "savefig", spy)
+    return plot_runs(runs, out)
+
+
+def test_labels_and_legend_text(tmp_path, monkeypatch):
+    runs = [write_run(tmp_path / f"seed{i}" / "run", synthetic(1.0)) for i in (1, 2)]
+    captured = {}
+
+    def inspect(figure):
         captured["labels"] = [
             [text.get_text() for text in axis.get_legend().get_texts()] for axis in figure.axes
         ]
-        return original(figure, *args, **kwargs)
 
-    pyplot.Figure.savefig = spy
-    try:
-        plot_runs(runs, tmp_path / "out.png")
-    finally:
-        pyplot.Figure.savefig = original
+    plot_and_inspect(monkeypatch, runs, tmp_path / "out.png", inspect)
     assert captured["labels"] == [["seed1/run", "seed2/run"]] * 2
 
 
@@ -152,3 +158,24 @@ def test_an_out_that_is_a_directory_is_one_line(tmp_path, capsys):
         f"vecpg: error: --out {tmp_path} is a directory; give an image file name, e.g. "
         f"{tmp_path}/returns.png\n"
     )
+
+
+def test_many_runs_get_one_legend_beside_the_panels(tmp_path, monkeypatch):
+    runs = [write_run(tmp_path / f"seed{i}" / "run", synthetic(float(i))) for i in range(12)]
+    captured = {}
+
+    def inspect(figure):
+        renderer = figure.canvas.get_renderer()
+        captured["legends"] = [axis.get_legend() is not None for axis in figure.axes]
+        legend = figure.axes[-1].get_legend()
+        captured["legend_left"] = legend.get_window_extent(renderer).x0
+        captured["axes_right"] = max(axis.get_window_extent(renderer).x1 for axis in figure.axes)
+        captured["entries"] = len(legend.get_texts())
+
+    out = plot_and_inspect(monkeypatch, runs, tmp_path / "out.png", inspect)
+    assert captured["legends"] == [False, True]
+    assert captured["entries"] == 12
+    assert captured["legend_left"] > captured["axes_right"]  # it hides no curve
+    # The saved image is widened to hold it rather than cutting it off.
+    width, height = png_size(out)
+    assert width > 2.0 * height

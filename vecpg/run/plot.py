@@ -21,6 +21,7 @@ INSTALL_HINT = "install the plot extra: pip install 'vecpg[plot]' (or pip instal
 METRICS_FILE = "metrics.csv"
 REQUIRED_COLUMNS = ("global_step", "time_s", "episode_return_mean")
 X_AXES = ("steps", "time", "both")
+_LEGEND_INSIDE_MAX = 8  # runs; more get one legend beside the panels
 
 
 @dataclass(frozen=True)
@@ -162,12 +163,16 @@ def plot_runs(
             axis.set_xlabel(xlabel)
             axis.set_ylabel("episode return (mean of last episodes)")
             axis.grid(True, alpha=0.3)
-            axis.legend(fontsize="small")
+            if len(curves) <= _LEGEND_INSIDE_MAX:
+                axis.legend(fontsize="small")
+        if len(curves) > _LEGEND_INSIDE_MAX:
+            # A legend of many runs would hide the curves: one, right of the last panel.
+            axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.04, 1.0))
         if title:
             figure.suptitle(title)
         figure.tight_layout()
         out.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(out, dpi=110)
+        figure.savefig(out, dpi=110, bbox_inches="tight")
     finally:
         pyplot.close(figure)
     return out
