@@ -32,16 +32,16 @@ import argparse
 import csv
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from vecpg.bench.provenance import versions
 
 MODES = ("eager", "compiled")
 
@@ -94,24 +94,6 @@ def summarize(runs: Sequence[dict[str, Any]], steps_per_update: int) -> dict[str
             summary["break_even_updates"] = updates
             summary["break_even_steps"] = updates * steps_per_update
     return summary
-
-
-def _versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for package in ("torch", "gymnasium", "mujoco"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parent,
-        check=False,
-    )
-    versions["vecpg_commit"] = commit.stdout.strip() or None
-    return versions
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -182,7 +164,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "command": " ".join(
             train_command(args.env, args.algo, 1, total_steps, Path("DIR"), args.device, True)
         ),
-        "versions": _versions(),
+        "versions": versions(["torch", "gymnasium", "mujoco"]),
         "runs": runs,
         "summary": summarize(runs, steps_per_update),
     }

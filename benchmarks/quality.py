@@ -28,15 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from vecpg.bench.provenance import versions
 
 HERE = Path(__file__).resolve().parent
 ENVS = [
@@ -103,28 +103,8 @@ PUBLISHED: dict[tuple[str, str], Published] = {
 EVAL_EPISODES = 20
 SEGMENTS_FILE = "quality_segments.json"
 RESULT_KINDS = ("cell", "random")
-
-
-def versions() -> dict[str, str | None]:
-    """The versions every figure depends on, and the commit of vecpg that ran it."""
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for package in ("torch", "gymnasium", "numpy", "mujoco", "box2d", "box2d-py", "Box2D"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=HERE,
-        ).stdout.strip()
-        found["vecpg_commit"] = commit or None
-    except (OSError, subprocess.SubprocessError):
-        found["vecpg_commit"] = None
-    return found
+# The versions every figure depends on (Box2D's distribution name varies by build).
+VERSIONED_PACKAGES = ("torch", "gymnasium", "numpy", "mujoco", "box2d", "box2d-py", "Box2D")
 
 
 def read_results(path: Path) -> list[dict[str, Any]]:
@@ -252,7 +232,8 @@ def run_cell(
     """
     runs_dir = runs_dir.resolve()  # the child runs inside it: a relative run dir would nest
     run_dir = runs_dir / f"{env}__{algo}__{seed}"
-    environment = versions()  # of the code that runs, before a checkout can move on
+    # The versions of the code that runs, read before a checkout can move on.
+    environment = versions(VERSIONED_PACKAGES)
     command = train_command(env, algo, seed, run_dir)
     checkpoints = [] if fresh else list_checkpoints(run_dir)
     resumed_from = checkpoints[-1] if checkpoints else None

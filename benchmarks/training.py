@@ -21,7 +21,6 @@ import csv
 import json
 import math
 import os
-import platform
 import re
 import shlex
 import signal
@@ -31,10 +30,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from vecpg.bench.provenance import versions
 from vecpg.vector.worker_defaults import usable_cores
 
 # rl-baselines3-zoo CartPole-v1 entries, copied verbatim. Both files were read at two
@@ -550,29 +549,6 @@ def target_checks(report: dict[str, Any]) -> list[dict[str, Any]]:
     return checks
 
 
-def _versions() -> dict[str, str | None]:
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for package in ("vecpg", "torch", "gymnasium", "stable_baselines3", "numpy", "mujoco"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = None
-    try:
-        versions["vecpg_commit"] = (
-            subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                cwd=Path(__file__).resolve().parent,
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        versions["vecpg_commit"] = None
-    return versions
-
-
 def _fmt(value: Any, spec: str = ".1f") -> str:
     if value is None:
         return "-"
@@ -688,7 +664,9 @@ def run_benchmark(args: argparse.Namespace, runs_root: Path) -> dict[str, Any]:
         "machine": {
             "usable_cores": usable_cores(),
             "load_average_at_start": os.getloadavg(),
-            "versions": _versions(),
+            "versions": versions(
+                ["vecpg", "torch", "gymnasium", "stable_baselines3", "numpy", "mujoco"]
+            ),
             "torch_threads": 1,
             "clock": "seconds since the child process started (/proc/<pid>/stat start time)",
         },
