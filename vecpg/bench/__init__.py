@@ -1,1 +1,2 @@
-"""The sampling benchmark behind ``vecpg bench`` and its synthetic workloads (``envs.py``)."""
+"""The sampling benchmark behind ``vecpg bench``, its synthetic workloads (``envs.py``) and
+what every benchmark records it was measured with (``provenance.py``)."""
