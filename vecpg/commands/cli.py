@@ -150,10 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console_main() -> None:
-    """The ``vecpg`` command: :func:`main`, then an exit that skips interpreter teardown
+    """The ``vecpg`` command: :func:`main`, with start-up's garbage collection paused
+    (:mod:`vecpg.commands.process_start`), then an exit that skips interpreter teardown
     (:mod:`vecpg.commands.process_exit`)."""
+    from vecpg.commands import process_start
     from vecpg.commands.process_exit import exit_without_teardown
 
+    process_start.own_process()
     exit_without_teardown(main())
 
 

@@ -99,10 +99,13 @@ def run(args: argparse.Namespace) -> int:
     if args.seed is not None and not 0 <= args.seed < 2**64:
         raise ConfigError(f"--seed must be between 0 and {2**64 - 1} (got {args.seed})")
 
-    import torch
+    from vecpg.commands.process_start import start_up
 
-    from vecpg.commands.messages import warnings_as_lines
-    from vecpg.run.evaluate import LoadedPolicy, evaluate
+    with start_up():  # torch's import, the bulk of start-up, with the collector paused
+        import torch
+
+        from vecpg.commands.messages import warnings_as_lines
+        from vecpg.run.evaluate import LoadedPolicy, evaluate
 
     def use_run_threads(loaded: LoadedPolicy) -> None:
         # Small policies are fastest single-threaded, as in training (torch_threads).

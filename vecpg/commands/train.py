@@ -27,6 +27,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from vecpg.commands.process_start import start_up
 from vecpg.run.config import _TYPES, FIELDS, field_help
 
 HELP = "train a policy (PPO, A2C or REINFORCE) on a Gymnasium env"
@@ -171,65 +172,68 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is None:
         config = resolve_config(file_values, _cli_values(args))
 
-    from vecpg.commands.messages import warnings_as_lines
-    from vecpg.run import run_dir as run_dirs
-    from vecpg.run.checkpoint import CheckpointCallback
-    from vecpg.run.env_factory import env_factory
-    from vecpg.run.health import HealthCallback
-    from vecpg.run.metrics import MetricsCSV
-    from vecpg.run.progress import ProgressCallback
-    from vecpg.run.trainer import Trainer, default_run_dir
+    # Imports, the run directory and the trainer are made with the collector paused.
+    with start_up():
+        from vecpg.commands.messages import warnings_as_lines
+        from vecpg.run import run_dir as run_dirs
+        from vecpg.run.checkpoint import CheckpointCallback
+        from vecpg.run.env_factory import env_factory
+        from vecpg.run.health import HealthCallback
+        from vecpg.run.metrics import MetricsCSV
+        from vecpg.run.progress import ProgressCallback
+        from vecpg.run.trainer import Trainer, default_run_dir
 
-    # The run directory is claimed (locked, checked to be free) before anything is written
-    # into it, and held until the run has ended and its workers are reaped.
-    if args.resume is not None:
-        claimed = run_dirs.claim(args.resume, resume=True)
-    else:
-        env_factory(config.env)  # an unknown env fails here, before a directory is made
-        if config.run_dir is not None:
-            claimed = run_dirs.claim(config.run_dir, overwrite=args.overwrite)
+        # The run directory is claimed (locked, checked to be free) before anything is
+        # written into it, and held until the run has ended and its workers are reaped.
+        if args.resume is not None:
+            claimed = run_dirs.claim(args.resume, resume=True)
         else:
-            claimed = run_dirs.claim(default_run_dir(config), created=True)
+            env_factory(config.env)  # an unknown env fails here, before a directory is made
+            if config.run_dir is not None:
+                claimed = run_dirs.claim(config.run_dir, overwrite=args.overwrite)
+            else:
+                claimed = run_dirs.claim(default_run_dir(config), created=True)
     progress = ProgressCallback(None, quiet=args.quiet)
     with claimed, warnings_as_lines(progress), _out_of_memory_as_error():
-        if claimed.replaced and not args.quiet:
-            print(
-                f"vecpg: --overwrite: deleted the previous run in {claimed.path} "
-                f"({', '.join(claimed.replaced)})",
-                file=sys.stderr,
-            )
-        plan = None
-        if args.resume is not None:
-            from vecpg.run import resume
-
-            plan = resume.prepare(args.resume, {**file_values, **_cli_values(args)})
-            config = plan.config
-        progress.total_steps = config.total_steps
-        callbacks: list[Any] = [MetricsCSV()]
-        if args.tensorboard:
-            from vecpg.run.tensorboard_log import TensorBoardCallback
-
-            callbacks.append(TensorBoardCallback())
-        saver = CheckpointCallback(args.checkpoint_interval, keep_last=args.keep_checkpoints)
-        callbacks += [saver, HealthCallback(checkpoint=saver), progress]
-        trainer = Trainer(config, claimed.path, callbacks=callbacks)
-        if plan is not None:
-            try:
-                trainer.load_state_dict(plan.checkpoint.state)
-            except BaseException:
-                trainer.close()
-                raise
-            if not args.quiet:
-                dropped = (
-                    f"; dropped {plan.rows_dropped} metrics rows logged after it"
-                    if plan.rows_dropped
-                    else ""
-                )
+        with start_up():
+            if claimed.replaced and not args.quiet:
                 print(
-                    f"vecpg: resuming {plan.run_dir} from {plan.checkpoint.path.name} "
-                    f"(step {plan.checkpoint.step:,}, update {trainer.update:,}){dropped}",
+                    f"vecpg: --overwrite: deleted the previous run in {claimed.path} "
+                    f"({', '.join(claimed.replaced)})",
                     file=sys.stderr,
                 )
+            plan = None
+            if args.resume is not None:
+                from vecpg.run import resume
+
+                plan = resume.prepare(args.resume, {**file_values, **_cli_values(args)})
+                config = plan.config
+            progress.total_steps = config.total_steps
+            callbacks: list[Any] = [MetricsCSV()]
+            if args.tensorboard:
+                from vecpg.run.tensorboard_log import TensorBoardCallback
+
+                callbacks.append(TensorBoardCallback())
+            saver = CheckpointCallback(args.checkpoint_interval, keep_last=args.keep_checkpoints)
+            callbacks += [saver, HealthCallback(checkpoint=saver), progress]
+            trainer = Trainer(config, claimed.path, callbacks=callbacks)
+            if plan is not None:
+                try:
+                    trainer.load_state_dict(plan.checkpoint.state)
+                except BaseException:
+                    trainer.close()
+                    raise
+                if not args.quiet:
+                    dropped = (
+                        f"; dropped {plan.rows_dropped} metrics rows logged after it"
+                        if plan.rows_dropped
+                        else ""
+                    )
+                    print(
+                        f"vecpg: resuming {plan.run_dir} from {plan.checkpoint.path.name} "
+                        f"(step {plan.checkpoint.step:,}, update {trainer.update:,}){dropped}",
+                        file=sys.stderr,
+                    )
         summary = trainer.train()
     solved = (
         f", reached {config.stop_at_return:g}" if summary["stop_reason"] == "stop_at_return" else ""
