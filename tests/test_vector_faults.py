@@ -266,6 +266,40 @@ def test_ctrl_c_shuts_down_cleanly(tmp_path):
     assert_all_gone(worker_pids, timeout_s=10.0)
 
 
+_NEVER_CLOSED_SCRIPT = """
+import gymnasium as gym
+from gymnasium.vector import AsyncVectorEnv
+from vecpg import SubprocVectorEnv
+
+if __name__ == "__main__":
+    fns = [lambda: gym.make("CartPole-v1")] * 2
+    if {vecpg}:
+        envs = SubprocVectorEnv(fns, num_workers=2)
+        pids = envs.worker_pids
+    else:
+        envs = AsyncVectorEnv(fns)
+        pids = [process.pid for process in envs.processes]
+    envs.reset(seed=0)
+    print(" ".join(map(str, pids)), flush=True)
+    if {fail}:
+        raise RuntimeError("a bug in the user's script")
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fail", [False, True], ids=["ends", "raises"])
+@pytest.mark.parametrize("vecpg", [True, False], ids=["vecpg", "gymnasium"])
+def test_a_script_that_never_closes_its_envs_still_exits(tmp_path, vecpg, fail):
+    """Gymnasium's AsyncVectorEnv is the oracle: the interpreter's exit stops its workers."""
+    script = tmp_path / "never_closed.py"
+    script.write_text(_NEVER_CLOSED_SCRIPT.format(vecpg=vecpg, fail=fail))
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == (1 if fail else 0), run.stderr
+    if fail:
+        assert run.stderr.strip().splitlines()[-1] == "RuntimeError: a bug in the user's script"
+    assert_all_gone([int(pid) for pid in run.stdout.split()], timeout_s=10.0)
+
+
 def test_exception_in_an_env_of_the_parent_share_is_reported_the_same_way():
     env_fns = [FailingEnv] * 3 + [partial(FailingEnv, fail_on="step", after=1)]
     envs = SubprocVectorEnv(env_fns, num_workers=1, parent_share=True)

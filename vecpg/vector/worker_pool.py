@@ -7,15 +7,23 @@ waiter first polls without blocking, yielding its core between polls, since a bl
 process pays a wakeup as costly as a cheap env's step (see ``benchmarks/README.md``).
 Every wait has a timeout when one is set and a liveness check once a second; a worker
 that dies shows up at once as end-of-file on its pipe.
+
+A pool still open when the interpreter exits (a script that never called ``close``, or
+ended with an exception) is closed by an exit hook. Without it the exit would hang:
+multiprocessing's own exit hook stops daemon children with SIGTERM, which workers ignore
+(stopping them is the parent's job), then waits for them forever.
 """
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing.util  # noqa: F401 - registers its exit hook before ours (see below)
 import os
 import pickle
 import select
 import sys
 import time
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -71,6 +79,17 @@ class LocalWorker:
             self.runner = None
 
 
+# Pools not yet closed. The exit hook is registered after multiprocessing.util (imported
+# above) registered its own, so it runs first: atexit calls hooks last-in, first-out.
+_open_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_pools() -> None:
+    for pool in list(_open_pools):
+        pool.close(timeout=1.0)
+
+
 class WorkerPool:
     """Worker processes with one pipe each, sharing one memory buffer.
 
@@ -104,6 +123,7 @@ class WorkerPool:
         self._poller = select.poll()
         self._worker_of_fd: dict[int, int] = {}
         self._closed = False
+        _open_pools.add(self)
         self.local: LocalWorker | None = None
         fork = self.start_method == "fork"
         remote_specs = [spec for spec in specs if not spec.in_parent]
@@ -312,6 +332,7 @@ class WorkerPool:
         if self._closed:
             return
         self._closed = True
+        _open_pools.discard(self)
         if not terminate:
             for connection, process in zip(self.connections, self.processes, strict=True):
                 if process.is_alive():
