@@ -300,6 +300,37 @@ def test_a_script_that_never_closes_its_envs_still_exits(tmp_path, vecpg, fail):
     assert_all_gone([int(pid) for pid in run.stdout.split()], timeout_s=10.0)
 
 
+_FORKED_CHILD_SCRIPT = """
+import os, sys
+import gymnasium as gym
+import numpy as np
+from vecpg import SubprocVectorEnv
+
+if __name__ == "__main__":
+    envs = SubprocVectorEnv([lambda: gym.make("CartPole-v1")] * 2, num_workers=2)
+    envs.reset(seed=0)
+    child = os.fork()
+    if child == 0:
+        sys.exit(0)  # a normal exit runs the exit hooks in the child
+    os.waitpid(child, 0)
+    envs.step(np.zeros(2, dtype=np.int64))  # the parent's workers still answer
+    envs.close()
+    print("stepped after the fork", flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_forked_child_that_exits_leaves_the_parents_workers_running(tmp_path):
+    script = tmp_path / "forked_child.py"
+    script.write_text(_FORKED_CHILD_SCRIPT)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "stepped after the fork"
+    # The child leaves the parent's pools alone. (multiprocessing's own exit hook still
+    # complains in such a child that it cannot join processes it did not start.)
+    assert "_close_open_pools" not in run.stderr
+
+
 def test_exception_in_an_env_of_the_parent_share_is_reported_the_same_way():
     env_fns = [FailingEnv] * 3 + [partial(FailingEnv, fail_on="step", after=1)]
     envs = SubprocVectorEnv(env_fns, num_workers=1, parent_share=True)

@@ -87,7 +87,8 @@ _open_pools: weakref.WeakSet[WorkerPool] = weakref.WeakSet()
 @atexit.register
 def _close_open_pools() -> None:
     for pool in list(_open_pools):
-        pool.close(timeout=1.0)
+        if pool.owner_pid == os.getpid():  # not in a child forked with os.fork
+            pool.close(timeout=1.0)
 
 
 class WorkerPool:
@@ -123,6 +124,7 @@ class WorkerPool:
         self._poller = select.poll()
         self._worker_of_fd: dict[int, int] = {}
         self._closed = False
+        self.owner_pid = os.getpid()
         _open_pools.add(self)
         self.local: LocalWorker | None = None
         fork = self.start_method == "fork"
