@@ -6,6 +6,8 @@ observation x at 10 * x + 1, so every stored value says which observation it cam
 
 from __future__ import annotations
 
+import warnings
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -420,3 +422,25 @@ def test_keyed_action_noise_gives_independent_standard_normal_samples():
         assert abs(correlation(samples[:, 0], samples[:, env])) < 4 / (steps * dims) ** 0.5
     for dim in range(1, dims):
         assert abs(correlation(samples[..., 0], samples[..., dim])) < bound
+
+
+def test_closing_after_a_step_cut_short_shows_no_pending_call_warning():
+    """A stop signal landing while the envs step leaves the step in flight; the run's own
+    line says why it stopped, and the vector env's "pending call" warning (Gymnasium's
+    AsyncVectorEnv warns the same) would be noise."""
+    from vecpg.policies import ActorCritic
+    from vecpg.vector.env import SubprocVectorEnv
+
+    same_step = gym.vector.AutoresetMode.SAME_STEP
+    fns = [lambda: gym.make("CartPole-v1")] * 2
+    env = SubprocVectorEnv(fns, num_workers=1, autoreset_mode=same_step)
+    policy = ActorCritic(env.single_observation_space, env.single_action_space)
+    buffer = RolloutBuffer(env.single_observation_space, env.single_action_space, 4, 2)
+    sampler = Sampler(env, policy, buffer)
+    sampler.reset(seed=0)
+    env.step_async(np.zeros(2, dtype=np.int64))  # where collect() was interrupted
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sampler.close()
+    assert env.closed
+    assert not [w for w in caught if "pending call" in str(w.message)]

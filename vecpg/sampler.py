@@ -30,6 +30,7 @@ vector env the same attributes.
 from __future__ import annotations
 
 import collections
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -342,5 +343,12 @@ class Sampler:
         self._observations = latest
 
     def close(self) -> None:
-        """Close the vector env (idempotent)."""
-        self.env.close()
+        """Close the vector env (idempotent).
+
+        A step is left in flight only when :meth:`collect` was cut short by an exception
+        (a stop signal, Ctrl-C, an env's error), which is reported on its own; closing is
+        then the way out, so the vector env's warning about the pending call is not shown.
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Calling `close` while waiting")
+            self.env.close()
