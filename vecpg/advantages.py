@@ -105,13 +105,16 @@ def gae(
     _check_discount("gamma", gamma)
     _check_discount("lam", lam)
     bootstrap = 1.0 - _flags(terminations, rewards)
-    chain = bootstrap * (1.0 - _flags(truncations, rewards))
+    # γλ(1 - term_t)(1 - trunc_t), for all t in one op: the loop below then costs two
+    # small ops per step (a [32, 8] rollout was ~200 ops with per-step indexing).
+    decays = gamma * lam * bootstrap * (1.0 - _flags(truncations, rewards))
     deltas = rewards + gamma * bootstrap * next_values - values
-    advantages = torch.empty_like(deltas)
     carry = torch.zeros_like(deltas[0])
-    for t in reversed(range(deltas.shape[0])):
-        carry = deltas[t] + gamma * lam * chain[t] * carry
-        advantages[t] = carry
+    backwards = []
+    for delta, decay in zip(reversed(deltas.unbind(0)), reversed(decays.unbind(0)), strict=True):
+        carry = delta + decay * carry
+        backwards.append(carry)
+    advantages = torch.stack(backwards[::-1])
     return advantages, advantages + values
 
 
