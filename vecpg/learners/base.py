@@ -7,7 +7,6 @@ Learners subclass :class:`Learner` directly (one level of inheritance) and imple
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from collections.abc import Callable
@@ -18,6 +17,7 @@ import torch
 from vecpg.advantages import gae
 from vecpg.buffer import RolloutBuffer
 from vecpg.errors import ConfigError
+from vecpg.learners.optimizers import Adam, FunctionalOptimizer, RMSprop
 from vecpg.policies import ActorCritic
 
 P = ParamSpec("P")
@@ -117,26 +117,15 @@ def log_prob_check(recomputed: torch.Tensor, stored: torch.Tensor) -> dict[str, 
         }
 
 
-def make_optimizer(parameters: list[torch.nn.Parameter], config: Any) -> torch.optim.Optimizer:
-    """``torch.optim.Adam`` or ``RMSprop`` (alpha 0.99, the A2C paper's and SB3's) per the config.
+def make_optimizer(parameters: list[torch.nn.Parameter], config: Any) -> FunctionalOptimizer:
+    """Adam or RMSprop (alpha 0.99, the A2C paper's and SB3's) per the config.
 
-    Adam runs fused (one kernel over every parameter tensor) where the parameters are
-    float tensors on a CPU or CUDA device, RMSprop with torch's ``foreach`` kernels: a
-    CartPole-sized policy is a dozen small tensors, and a per-tensor loop of small ops
-    costs more than the arithmetic (see benchmarks/TRAINING.md).
+    torch.optim's updates through its functional API (vecpg/learners/optimizers.py says
+    why not its classes).
     """
     if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(
-            parameters, lr=config.learning_rate, alpha=0.99, eps=config.optimizer_eps, foreach=True
-        )
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in parameters)
-    return torch.optim.Adam(
-        parameters,
-        lr=config.learning_rate,
-        eps=config.optimizer_eps,
-        fused=fused or None,
-        foreach=None if fused else True,
-    )
+        return RMSprop(parameters, lr=config.learning_rate, alpha=0.99, eps=config.optimizer_eps)
+    return Adam(parameters, lr=config.learning_rate, eps=config.optimizer_eps)
 
 
 class Learner:
@@ -199,7 +188,7 @@ class Learner:
 
         The norm stays a tensor so that a GPU update does not synchronize per minibatch.
         """
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss.backward()
         if self.config.max_grad_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(
@@ -229,7 +218,5 @@ class Learner:
         return {"optimizer": self.optimizer.state_dict(), "progress": self.progress}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        # A copy: torch.optim keeps some of the given tensors (Adam's step counts) as its
-        # own state, so training on would change the caller's dict (a loaded checkpoint).
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.optimizer.load_state_dict(state["optimizer"])  # copies the tensors
         self.set_progress(state["progress"])
