@@ -1,13 +1,12 @@
 """Starting the ``vecpg`` process without the cyclic garbage collector.
 
 A command's start-up creates hundreds of thousands of objects that live until the
-process ends: importing torch, and ``torch._dynamo`` (which ``torch.optim`` imports on
-the first optimizer), brings about 2,000 modules with their functions, classes and
-dicts. The collector runs whenever enough new objects have piled up, and each full
-collection scans the whole heap, which start-up keeps growing: a CartPole training run
-spends about 0.6 s in collections before its first rollout (five full ones of 20-150 ms
-and about sixty young ones), a sixth of its start-up, and they find next to nothing to
-free (benchmarks/TRAINING.md).
+process ends: importing torch, Gymnasium and vecpg brings about 1,300 modules with their
+functions, classes and dicts. The collector runs whenever enough new objects have piled
+up, and each full collection scans the whole heap, which start-up keeps growing: a
+CartPole training run spends 0.23-0.32 s in collections before its first rollout (three
+full ones of 20-90 ms, about thirty middle and three hundred young ones), about a
+seventh of its start-up, and they find next to nothing to free (benchmarks/TRAINING.md).
 
 So the console entry point (``vecpg``, ``python -m vecpg``) marks the process as the
 command's own, and a command builds what it runs on inside :func:`start_up`: the
