@@ -30,7 +30,7 @@ def torchs(kind: str, parameters):
     return torch.optim.RMSprop(parameters, alpha=0.99, foreach=True, **SETTINGS)
 
 
-def model(frozen: bool = False) -> torch.nn.Module:
+def model() -> torch.nn.Module:
     torch.manual_seed(0)
     network = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
     network.extra = torch.nn.Parameter(torch.ones(2))  # never in the loss: no gradient
@@ -113,8 +113,17 @@ def test_a_state_dict_for_other_parameters_or_another_optimizer_is_refused():
     smaller = ours("adam", list(network.parameters())[:2])
     with pytest.raises(ValueError, match="one group of 2"):
         smaller.load_state_dict(adam.state_dict())
+    rmsprop = ours("rmsprop", network.parameters())
+    train(network, rmsprop, 1, seed=7)
+    before = copy.deepcopy(rmsprop.state_dict())
     with pytest.raises(ValueError, match="'exp_avg' is not one of RMSprop's"):
-        ours("rmsprop", network.parameters()).load_state_dict(adam.state_dict())
+        rmsprop.load_state_dict(adam.state_dict())
+    after = rmsprop.state_dict()  # refused before anything changed
+    assert after["param_groups"] == before["param_groups"]
+    assert after["state"].keys() == before["state"].keys()
+    for index, state in before["state"].items():
+        for name, value in state.items():
+            assert torch.equal(after["state"][index][name], value), (index, name)
     with pytest.raises(ValueError, match="empty parameter list"):
         Adam([], lr=1e-3, eps=1e-5)
 

@@ -59,16 +59,18 @@ class FunctionalOptimizer:
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return
-        states = [self.state.get(p) or self._new_state(p) for p in params]
+        for parameter in params:
+            if parameter not in self.state:  # on its first gradient, as in torch
+                self.state[parameter] = self._zero_state(parameter)
+        states = [self.state[p] for p in params]
         grads = [p.grad for p in params]
         self._update(params, grads, states, group)
 
-    def _new_state(self, parameter: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _zero_state(self, parameter: torch.Tensor) -> dict[str, torch.Tensor]:
         device = parameter.device if self.step_on_device() else torch.device("cpu")
         state = {"step": torch.zeros((), dtype=torch.float32, device=device)}
         for name in self.moments:
             state[name] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
-        self.state[parameter] = state
         return state
 
     def _update(
@@ -93,7 +95,8 @@ class FunctionalOptimizer:
         """Restore from :meth:`state_dict`'s layout (or torch.optim's), copying every tensor.
 
         The saved hyperparameters replace the current ones, as in torch.optim; tensors go
-        to their parameter's device, the moments in its dtype.
+        to their parameter's device, the moments in its dtype. A state dict that does not
+        fit is refused before anything changes.
         """
         group = self.param_groups[0]
         params = group["params"]
@@ -104,11 +107,11 @@ class FunctionalOptimizer:
                 f"parameters in groups, not one group of {len(params)}"
             )
         saved_state = state_dict["state"]
-        self.state = {}
+        loaded = {}
         for index, parameter in zip(saved_groups[0]["params"], params, strict=True):
             if index not in saved_state:
                 continue
-            state = self._new_state(parameter)
+            state = loaded[parameter] = self._zero_state(parameter)
             for name, value in saved_state[index].items():
                 if name not in state:
                     raise ValueError(
@@ -118,6 +121,7 @@ class FunctionalOptimizer:
                 state[name] = value.to(
                     device=state[name].device, dtype=state[name].dtype, copy=True
                 )
+        self.state = loaded
         for key, value in saved_groups[0].items():
             if key in group and key != "params":
                 group[key] = value
