@@ -30,8 +30,8 @@ from torch.optim.rmsprop import rmsprop
 class FunctionalOptimizer:
     """One parameter group, its per-parameter state, and an update from torch.optim.
 
-    Subclasses name their state tensors (``moments``), say where a parameter's step count
-    lives (``step_on_device``) and call their functional update in ``_update``.
+    Subclasses name their state tensors (``moments``) and call their functional update in
+    ``_update``.
     """
 
     moments: tuple[str, ...] = ()
@@ -42,10 +42,6 @@ class FunctionalOptimizer:
             raise ValueError("optimizer got an empty parameter list")
         self.param_groups: list[dict[str, Any]] = [{"params": params, **hyperparameters}]
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
-
-    def step_on_device(self) -> bool:
-        """Whether step counts live on the parameter's device (else a CPU scalar, as torch)."""
-        return False
 
     def zero_grad(self) -> None:
         """Drop every gradient (``set_to_none``, torch's default)."""
@@ -67,7 +63,9 @@ class FunctionalOptimizer:
         self._update(params, grads, states, group)
 
     def _zero_state(self, parameter: torch.Tensor) -> dict[str, torch.Tensor]:
-        device = parameter.device if self.step_on_device() else torch.device("cpu")
+        # Step counts are CPU scalars, as in torch, except where a fused kernel reads them.
+        fused = self.param_groups[0].get("fused")
+        device = parameter.device if fused else torch.device("cpu")
         state = {"step": torch.zeros((), dtype=torch.float32, device=device)}
         for name in self.moments:
             state[name] = torch.zeros_like(parameter, memory_format=torch.preserve_format)
@@ -154,9 +152,6 @@ class Adam(FunctionalOptimizer):
                 "fused": fused or None,
             },
         )
-
-    def step_on_device(self) -> bool:
-        return bool(self.param_groups[0]["fused"])  # the fused kernel reads it there
 
     def _update(self, params, grads, states, group):
         beta1, beta2 = group["betas"]
