@@ -1,6 +1,5 @@
-"""The console exit that skips interpreter teardown must still do what that shutdown does
-for the user: wait for non-daemon threads, run atexit callbacks, flush buffered output and
-keep the exit status."""
+"""The ``vecpg`` command ends with its output and files complete, also after compiling,
+and no process it started outlives it."""
 
 from __future__ import annotations
 
@@ -11,50 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fresh_python import run_python, train_compiled
-
-SNIPPET = """
-import atexit, threading
-from vecpg.commands.process_exit import exit_without_teardown
-
-go = threading.Event()
-def late_writer():
-    go.wait()
-    total = sum(range(2_000_000))  # still working when the main thread asks to exit
-    print("thread finished", total)
-threading.Thread(target=late_writer).start()
-atexit.register(lambda: print("atexit ran"))
-print("buffered line")  # stdout is a pipe here: block-buffered, not yet written
-go.set()
-exit_without_teardown(3)
-"""
-
-
-def test_exit_waits_for_threads_runs_atexit_flushes_and_keeps_the_status():
-    result = run_python(SNIPPET)
-    assert result.returncode == 3, result.stderr
-    lines = result.stdout.splitlines()
-    assert lines[0] == "buffered line"
-    assert lines[1] == f"thread finished {sum(range(2_000_000))}"
-    assert lines[2] == "atexit ran"  # after the threads, as the interpreter orders them
-
-
-IDLE_EXECUTOR_SNIPPET = """
-from concurrent.futures import ThreadPoolExecutor
-from vecpg.commands.process_exit import exit_without_teardown
-
-# What torch.compile leaves behind: a pool whose workers idle on their queue, never shut
-# down; the interpreter stops them through threading's exit hooks before joining threads.
-pool = ThreadPoolExecutor(max_workers=2)
-print("task result", pool.submit(sum, range(10)).result())
-exit_without_teardown(0)
-"""
-
-
-def test_exit_stops_an_idle_thread_pool_that_was_never_shut_down():
-    result = run_python(IDLE_EXECUTOR_SNIPPET, timeout=30)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["task result 45"]
+from tests.fresh_python import train_compiled
 
 
 def test_python_m_vecpg_ends_with_complete_output_and_files(tmp_path: Path):
@@ -83,17 +39,6 @@ def test_train_with_compile_exits_once_done(tmp_path: Path):
     result = train_compiled(tmp_path)
     assert result.returncode == 0, result.stderr
     assert "256 steps" in result.stdout
-
-
-def test_under_a_profiler_the_process_exits_normally_so_the_profile_is_written(tmp_path: Path):
-    profile = tmp_path / "vecpg.prof"
-    result = subprocess.run(
-        [sys.executable, "-m", "cProfile", "-o", str(profile),
-         "-m", "vecpg", "plot", str(tmp_path / "missing")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert "does not exist" in result.stderr
-    assert profile.stat().st_size > 0  # cProfile writes it after the program returns
 
 
 def _session_members(session_id: int) -> list[str]:

@@ -151,13 +151,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def console_main() -> None:
     """The ``vecpg`` command: :func:`main`, with start-up's garbage collection paused
-    (:mod:`vecpg.commands.process_start`), then an exit that skips interpreter teardown
-    (:mod:`vecpg.commands.process_exit`)."""
-    from vecpg.commands import process_start
-    from vecpg.commands.process_exit import exit_without_teardown
+    (:mod:`vecpg.commands.process_start`) and multiprocessing's helpers stopped before the
+    process ends (:mod:`vecpg.commands.process_exit`)."""
+    import atexit
 
+    from vecpg.commands import process_start
+    from vecpg.commands.process_exit import stop_multiprocessing_helpers
+
+    atexit.register(stop_multiprocessing_helpers)  # first registered, so it runs last
     process_start.own_process()
-    exit_without_teardown(main())
+    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -1,59 +1,22 @@
-"""Ending the ``vecpg`` process without tearing down the interpreter.
+"""Ending the ``vecpg`` process with no process of its own left behind.
 
-Once a command has returned, a normal exit still tears down every imported module, and
-leaves multiprocessing's helpers (the forkserver and resource tracker that the vector env's
-workers started) to notice the closed pipe after the interpreter is gone. The teardown is
-short after a plain run (about 1,300 modules: 0.06 s of a 256-step CartPole run's 2.1 s)
-and long after one with ``--compile``, whose ``torch._dynamo`` and inductor bring the
-count to about 2,800 (1.4-1.7 s; benchmarks/TRAINING.md). Nothing the command wrote
-depends on that teardown: its files are closed by the command itself (metrics,
-checkpoints, TensorBoard), its workers reaped and its shared memory unlinked. So the
-console entry point does what the interpreter's own shutdown does first, in the same
-order, stops the helpers, then leaves:
-
-1. run threading's exit hooks, then wait for the threads that are not daemons (the
-   interpreter's ``threading._shutdown``). The hooks stop thread pools that were never
-   shut down (``concurrent.futures``: ``torch.compile`` leaves one), whose idle workers
-   a plain join would wait on forever;
-2. run the ``atexit`` callbacks (logging's flush, multiprocessing's child cleanup,
-   ``ray.shutdown``);
-3. stop and reap multiprocessing's helpers, so that no process of the command outlives
-   it;
-4. flush stdout and stderr;
-5. ``os._exit(status)``, which skips module teardown and the final garbage collection.
-
-Only the console entry point (``vecpg``, ``python -m vecpg``) ends this way;
-:func:`vecpg.commands.cli.main` called from Python returns its status as before. Under a
-profiler or a tracer (``python -m cProfile -m vecpg ...``, a debugger), which write their
-results after the program returns, the process exits normally.
+The subprocess vector env starts multiprocessing's forkserver and resource tracker. On a
+normal exit they notice the closed pipe only after the interpreter is gone, so for a
+moment they outlive the command, holding its stdout and stderr: a caller that reads the
+command's output through a pipe (``subprocess.run(..., capture_output=True)``, a CI
+runner, ``farm-bench``) waits for them as well, and one that watches the process group or
+session finds them still there. So the console entry point (``vecpg``, ``python -m
+vecpg``) registers :func:`stop_multiprocessing_helpers` with ``atexit`` before anything
+else: it runs after every other ``atexit`` callback (multiprocessing's own child cleanup
+among them), once the command's workers are reaped and its shared memory is unlinked.
 """
 
 from __future__ import annotations
 
-import atexit
-import os
 import sys
-import threading
-from typing import NoReturn
 
 
-def exit_without_teardown(status: int) -> NoReturn:
-    """Finish the interpreter's shutdown work that matters, then end with ``status``."""
-    if sys.getprofile() is not None or sys.gettrace() is not None:
-        sys.exit(status)  # cProfile, pdb and the like finish after the program returns
-    # What CPython calls first on exit (private; in every Python vecpg supports).
-    threading._shutdown()  # type: ignore[attr-defined]
-    atexit._run_exitfuncs()
-    _stop_multiprocessing_helpers()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # closed, or gone with the terminal
-            pass
-    os._exit(status)
-
-
-def _stop_multiprocessing_helpers() -> None:
+def stop_multiprocessing_helpers() -> None:
     """Close the pipes to the forkserver and resource tracker, if started, and wait for them.
 
     ``_stop`` is the helpers' own method for this (private; CPython's tests use it): the
@@ -74,5 +37,6 @@ def _stop_multiprocessing_helpers() -> None:
             stop()
         except FileNotFoundError:
             # The forkserver's socket file went with multiprocessing's temporary directory
-            # in the atexit step; the server was already reaped when its unlink failed.
+            # in an earlier atexit callback; the server was already reaped when its unlink
+            # failed.
             pass
