@@ -9,6 +9,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 
 from tests.fresh_python import train_compiled
 from vecpg.commands.cli import main
@@ -144,6 +145,33 @@ def test_user_env_factory_and_config_file_with_cli_override(tmp_path, capsys):
     rows = read_rows(run_dir / "metrics.csv")
     assert int(rows[-1]["global_step"]) == 50  # 2 envs (CLI wins over the file's 3) * 5 * 5
     assert int(rows[-1]["episodes_finished"]) >= 2  # TimeLimit(20) from the user factory
+
+
+def test_print_config_shows_what_the_run_records_and_trains_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where a run without --run-dir would make runs/
+    options = ["--env", "CartPole-v1", "--algo", "a2c", "--learning-rate", "0.002"]
+    assert main(["train", *options, "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []  # no run directory, nothing trained
+    saved = tmp_path / "printed.yaml"
+    saved.write_text(printed)
+    run_dir = tmp_path / "run"
+    # The printed file, given back as --config, is the whole configuration of a run.
+    assert main(["train", "--config", str(saved), "--total-steps", "96", "--num-envs", "2",
+                 "--vector", "sync", "--run-dir", str(run_dir)]) == 0  # fmt: skip
+    recorded = yaml.safe_load((run_dir / "config.yaml").read_text())
+    overrides = {"total_steps": 96, "num_envs": 2, "vector": "sync", "run_dir": str(run_dir)}
+    assert recorded == {**yaml.safe_load(printed), **overrides}
+    printed_values = yaml.safe_load(printed)
+    assert printed_values["preset"] == "classic-control"
+    assert printed_values["total_steps"] == 500_000  # the preset's budget, not the default's
+    assert printed_values["learning_rate"] == 0.002  # the flag over the preset
+
+
+def test_print_config_with_resume_is_a_one_line_error(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path), "--print-config"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("vecpg: error: --print-config") and error.count("\n") == 1
 
 
 def test_stop_at_return_ends_the_run(tmp_path, capsys):

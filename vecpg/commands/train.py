@@ -109,6 +109,12 @@ def _add_operation_arguments(group: argparse._ArgumentGroup) -> None:
         "is refused)",
     )
     group.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration (the env's preset, --config FILE and the "
+        "options given, as config.yaml would record it) and exit without training",
+    )
+    group.add_argument(
         "--resume",
         metavar="RUN_DIR",
         default=None,
@@ -139,6 +145,10 @@ def _check_operation_arguments(args: argparse.Namespace) -> None:
         raise ConfigError(f"--keep-checkpoints must be >= 1, got {args.keep_checkpoints}")
     if args.overwrite and args.resume is not None:
         raise ConfigError("--overwrite starts a run over and --resume continues one: use one")
+    if args.print_config and args.resume is not None:
+        raise ConfigError(
+            "--print-config shows a new run's configuration; a resumed run's is in its config.yaml"
+        )
 
 
 @contextlib.contextmanager
@@ -171,6 +181,11 @@ def run(args: argparse.Namespace) -> int:
     file_values = load_config_file(args.config) if args.config else {}
     if args.resume is None:
         config = resolve_config(file_values, _cli_values(args))
+        if args.print_config:
+            from vecpg.run.config import config_file_text
+
+            print(config_file_text(config)[1], end="")
+            return 0
 
     # Imports, the run directory and the trainer are made with the collector paused.
     with start_up():

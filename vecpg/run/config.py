@@ -343,6 +343,17 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def config_file_text(config: TrainConfig) -> tuple[str, str]:
+    """The resolved config as a file that :func:`load_config_file` reads back:
+    ``("config.yaml", text)``, or ``("config.json", text)`` without PyYAML."""
+    values = config.to_dict()
+    try:
+        import yaml
+    except ImportError:
+        return "config.json", json.dumps(values, indent=2) + "\n"
+    return "config.yaml", yaml.safe_dump(values, sort_keys=False)
+
+
 def resolve_config(
     file_values: dict[str, Any] | None = None, cli_values: dict[str, Any] | None = None
 ) -> TrainConfig:

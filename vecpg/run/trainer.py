@@ -13,7 +13,6 @@ holds the learner's metrics, the wall time of the rollout and of the update
 from __future__ import annotations
 
 import datetime
-import json
 import random
 import re
 import time
@@ -28,7 +27,7 @@ from vecpg.buffer import RolloutBuffer
 from vecpg.errors import CheckpointError, ConfigError
 from vecpg.learners import make_learner
 from vecpg.normalization import ObservationNormalizer, RewardScaler, normalized_space
-from vecpg.run.config import TrainConfig
+from vecpg.run.config import TrainConfig, config_file_text
 from vecpg.run.env_factory import env_spaces, make_vector_env
 from vecpg.run.metrics import process_time_s
 from vecpg.run.run_dir import create_unique
@@ -88,15 +87,9 @@ def default_run_dir(config: TrainConfig) -> Path:
 
 def write_config(config: TrainConfig, run_dir: Path) -> Path:
     """Save the resolved config as config.yaml (config.json without PyYAML)."""
-    values = config.to_dict()
-    try:
-        import yaml
-    except ImportError:
-        path = run_dir / "config.json"
-        path.write_text(json.dumps(values, indent=2) + "\n")
-        return path
-    path = run_dir / "config.yaml"
-    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    name, text = config_file_text(config)
+    path = run_dir / name
+    path.write_text(text)
     return path
 
 
