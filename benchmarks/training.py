@@ -622,7 +622,7 @@ def print_report(report: dict[str, Any]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--quick", action="store_true", help="smoke run: seed 1, target 100, 5k/20k steps")
+    add("--quick", action="store_true", help="smoke run: seed 1, target 100, 5k throughput steps")
     add("--seeds", type=int, nargs="+", help="seeds (default 1-5)")
     add("--env", default="CartPole-v1", help="env of time to solve and throughput")
     add("--target", type=float, help="mean return of the last 20 episodes (default 475)")

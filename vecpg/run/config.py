@@ -187,9 +187,10 @@ class TrainConfig:
 # Tuned for CartPole-v1 wall time on the project's 2-core machine (median of seeds of env
 # steps to a mean return of 475, times the measured cost per step and per gradient step).
 # PPO's are the field defaults above: 16 envs x 16 steps, 2 minibatches of 128, 4 epochs,
-# lr 2.5e-3 constant, gamma 0.98, lambda 0.8 (about 37k steps). Fewer envs finish the
-# last 20 full-length episodes sooner; 32 envs cost about 16k more steps to prove a
-# solve. For long runs on harder envs, consider --gamma 0.99 --gae-lambda 0.95 --anneal-lr.
+# lr 2.5e-3 constant, gamma 0.98, lambda 0.8 (a median of 46.8k env steps to solve in
+# benchmarks/training.py at commit 04601e0). Fewer envs finish the last 20 full-length
+# episodes sooner; 32 envs cost about 16k more steps to prove a solve. For long runs on
+# harder envs, consider --gamma 0.99 --gae-lambda 0.95 --anneal-lr.
 ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": {},
     "a2c": {

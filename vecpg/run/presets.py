@@ -3,8 +3,8 @@
 A :class:`Family` names the env ids it covers (``fnmatch`` patterns), the settings of each
 algorithm for the whole family, and per-env settings on top where the published tuning
 differs inside the family (rollout size, budget). Every value set cites its source beside
-it. :func:`preset_values` is what :func:`vecpg.run.config.resolve_config` asks; new
-families (Atari, ...) join with :func:`register`.
+it. :func:`preset_values` is what :func:`vecpg.run.config.resolve_config` asks; every
+family, Atari's included, joins with :func:`register`.
 
 Precedence (lowest first): field defaults, the algorithm's defaults, the preset, the
 config file, the command line. ``--preset none`` skips this layer; the resolved config
@@ -133,7 +133,8 @@ CLASSIC_CONTROL = Family(
         "CartPole-v*": {
             # rl-zoo's 8 envs, each rolling out 32 steps (the same 256-step batch as the
             # defaults' 16 x 16): fewer envs finish the last 20 full-length episodes that
-            # prove a solve sooner (benchmarks/TRAINING.md: 31.5k steps against 46.8k).
+            # prove a solve sooner (median env steps to solve in benchmarks/training.py at
+            # commit 04601e0: 31.5k against 46.8k).
             "ppo": Preset(
                 {"total_steps": 100_000, "num_envs": 8, "num_steps": 32},
                 f"budget and 8 envs: {_ZOO_PPO} CartPole-v1; 32 steps: vecpg's measurement",
