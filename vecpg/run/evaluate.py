@@ -42,12 +42,12 @@ import torch
 from vecpg.atari import is_atari_id
 from vecpg.buffer import map_structure
 from vecpg.errors import CheckpointError, ConfigError
-from vecpg.normalization import ObservationNormalizer, normalized_space
+from vecpg.normalization import ObservationNormalizer
 from vecpg.policies import ActorCritic
 from vecpg.run.checkpoint import Checkpoint, load_any
 from vecpg.run.config import FIELDS, TrainConfig, resolve_config
 from vecpg.run.env_factory import env_factory, make_vector_env
-from vecpg.run.trainer import resolve_device
+from vecpg.run.trainer import build_policy, resolve_device
 
 #: Added to the training seed for the default evaluation seed (see the module docstring).
 EVAL_SEED_OFFSET = 1_000_000_000
@@ -140,18 +140,7 @@ def load_policy(source: str | os.PathLike[str], *, device: str = "cpu") -> Loade
     # The layers' default init draws from torch's global RNG; fork it so loading a policy
     # does not shift the caller's random stream (the weights are overwritten anyway).
     with torch.random.fork_rng(devices=[]):
-        policy = ActorCritic(
-            normalized_space(observation_space) if normalizer is not None else observation_space,
-            action_space,
-            hidden_sizes=tuple(config.hidden_sizes),
-            activation=config.activation,
-            shared_trunk=config.shared_trunk,
-            squash=config.squash,
-            log_std_init=config.log_std_init,
-            use_sde=config.use_sde,
-            sde_sample_freq=config.sde_sample_freq,
-            ortho_init=False,
-        )
+        policy = build_policy(config, observation_space, action_space, ortho_init=False)
     try:
         policy.load_state_dict(checkpoint.state["policy"])
     except (RuntimeError, KeyError, ValueError) as error:

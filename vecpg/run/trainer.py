@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -27,6 +28,7 @@ from vecpg.buffer import RolloutBuffer
 from vecpg.errors import CheckpointError, ConfigError
 from vecpg.learners import make_learner
 from vecpg.normalization import ObservationNormalizer, RewardScaler, normalized_space
+from vecpg.policies import ActorCritic
 from vecpg.run.config import TrainConfig, config_file_text
 from vecpg.run.env_factory import env_spaces, make_vector_env
 from vecpg.run.metrics import process_time_s
@@ -93,6 +95,31 @@ def write_config(config: TrainConfig, run_dir: Path) -> Path:
     return path
 
 
+def build_policy(
+    config: TrainConfig,
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    *,
+    ortho_init: bool,
+) -> ActorCritic:
+    """The policy network that ``config`` describes, for the env's spaces (the network sees
+    the normalized space when ``config.normalize_observations``). The one place where
+    config fields become network options: training and evaluation build the same network,
+    so a checkpoint's weights fit. ``ortho_init`` is False where weights are loaded next."""
+    return ActorCritic(
+        normalized_space(observation_space) if config.normalize_observations else observation_space,
+        action_space,
+        hidden_sizes=tuple(config.hidden_sizes),
+        activation=config.activation,
+        shared_trunk=config.shared_trunk,
+        squash=config.squash,
+        log_std_init=config.log_std_init,
+        use_sde=config.use_sde,
+        sde_sample_freq=config.sde_sample_freq,
+        ortho_init=ortho_init,
+    )
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -133,8 +160,6 @@ class Trainer:
         self._needs_reset = True
 
     def _build(self) -> None:
-        from vecpg.policies import ActorCritic
-
         config = self.config
         self.observation_space, self.action_space = env_spaces(config.env, config.env_kwargs)
         self.observation_normalizer = None
@@ -145,22 +170,8 @@ class Trainer:
                 )
             except ValueError as error:
                 raise ConfigError(f"normalize_observations: {error}") from None
-        policy_space = (
-            normalized_space(self.observation_space)
-            if self.observation_normalizer is not None
-            else self.observation_space
-        )
-        self.policy = ActorCritic(
-            policy_space,
-            self.action_space,
-            hidden_sizes=tuple(config.hidden_sizes),
-            activation=config.activation,
-            shared_trunk=config.shared_trunk,
-            squash=config.squash,
-            log_std_init=config.log_std_init,
-            use_sde=config.use_sde,
-            sde_sample_freq=config.sde_sample_freq,
-            ortho_init=config.ortho_init,
+        self.policy = build_policy(
+            config, self.observation_space, self.action_space, ortho_init=config.ortho_init
         ).to(self.device)
         self.reward_scaler = (
             RewardScaler(config.num_envs, config.gamma, self.device)
@@ -168,7 +179,11 @@ class Trainer:
             else None
         )
         self.buffer = RolloutBuffer(
-            policy_space, self.action_space, config.num_steps, config.num_envs, self.device
+            self.policy.observation_space,
+            self.action_space,
+            config.num_steps,
+            config.num_envs,
+            self.device,
         )
         self.learner = make_learner(self.policy, config)
         # Last: the sampler starts worker processes (or Ray actors) that must not outlive a
