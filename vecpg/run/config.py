@@ -346,7 +346,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 def config_file_text(config: TrainConfig) -> tuple[str, str]:
     """The resolved config as a file that :func:`load_config_file` reads back:
-    ``("config.yaml", text)``, or ``("config.json", text)`` without PyYAML."""
+    ``("config.yaml", text)``, or ``("config.json", text)`` without PyYAML.
+
+    Example:
+        >>> name, text = config_file_text(resolve_config(cli_values={"env": "Pendulum-v1"}))
+        >>> name, text.splitlines()[0], text.splitlines()[3]
+        ('config.yaml', 'env: Pendulum-v1', 'preset: classic-continuous')
+    """
     values = config.to_dict()
     try:
         import yaml

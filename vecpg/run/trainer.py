@@ -105,7 +105,16 @@ def build_policy(
     """The policy network that ``config`` describes, for the env's spaces (the network sees
     the normalized space when ``config.normalize_observations``). The one place where
     config fields become network options: training and evaluation build the same network,
-    so a checkpoint's weights fit. ``ortho_init`` is False where weights are loaded next."""
+    so a checkpoint's weights fit. ``ortho_init`` is False where weights are loaded next.
+
+    Example:
+        >>> from vecpg.run.config import resolve_config
+        >>> config = resolve_config(cli_values={"env": "CartPole-v1", "hidden_sizes": [32]})
+        >>> box, two = gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(2)
+        >>> policy = build_policy(config, box, two, ortho_init=False)
+        >>> sum(parameter.numel() for parameter in policy.parameters())  # actor 226, critic 193
+        419
+    """
     return ActorCritic(
         normalized_space(observation_space) if config.normalize_observations else observation_space,
         action_space,
