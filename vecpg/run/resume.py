@@ -74,10 +74,10 @@ def resume_config(saved: dict[str, Any], overrides: dict[str, Any]) -> TrainConf
         >>> saved = resolve_config(cli_values={"total_steps": 1000}).to_dict()
         >>> resume_config(saved, {"total_steps": 5000, "env": "CartPole-v1"}).total_steps
         5000
-        >>> resume_config(saved, {"num_envs": 8})
+        >>> resume_config(saved, {"num_envs": 4})
         Traceback (most recent call last):
         ...
-        vecpg.errors.ConfigError: --num-envs cannot change on --resume (saved 16, given 8): per-env reward statistics and action-noise keys are per env
+        vecpg.errors.ConfigError: --num-envs cannot change on --resume (saved 8, given 4): per-env reward statistics and action-noise keys are per env
     """
     known = {name: value for name, value in saved.items() if name in FIELDS}
     original = resolve_config(known)
